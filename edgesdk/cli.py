@@ -1,0 +1,302 @@
+"""The edgesdk command line: convert, run, bench, doctor.
+
+Every failure is one clear message and a non-zero exit; --debug shows the traceback."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+try:
+    import click
+    from rich.console import Console
+    from rich.table import Table
+except ImportError:  # pragma: no cover - exercised only without the cli extra
+    sys.stderr.write("The edgesdk CLI needs click and rich: pip install 'edgesdk[cli]'\n")
+    raise SystemExit(1) from None
+
+import numpy as np
+
+from .errors import EdgeSDKError, InputError
+
+console = Console(stderr=True)
+# Tables keep their columns when piped to a file or CI log, where rich would assume 80 columns.
+results_console = Console(width=None if sys.stdout.isatty() else 160)  # results go to stdout, status and errors to stderr
+log = logging.getLogger("edgesdk")
+
+
+def _shape(value: str | None) -> tuple[int, ...] | None:
+    if not value:
+        return None
+    try:
+        return tuple(int(v) for v in value.replace("x", ",").split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers like 1,3,224,224, got '{value}'") from None
+
+
+def _csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _floats(value: str | None) -> tuple[float, ...] | None:
+    return tuple(float(v) for v in _csv(value)) if value else None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
+@click.option("-v", "--verbose", is_flag=True, help="Show info logs.")
+@click.version_option(package_name="edgesdk")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool, verbose: bool) -> None:
+    """edgesdk: convert models for edge devices, run and benchmark them."""
+    from rich.logging import RichHandler
+
+    level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(message)s", handlers=[RichHandler(console=console, show_path=False)])
+    ctx.obj = {"debug": debug}
+
+
+@cli.command()
+@click.argument("source", required=False, type=click.Path(dir_okay=False))
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Bundle folder to write.")
+@click.option("--to", "targets", default="onnx", show_default=True, help="Target formats, comma-separated.")
+@click.option("--precision", default="fp32", show_default=True, help="fp32, fp16, int8; comma-separated.")
+@click.option("--calib", type=click.Path(exists=True), help="INT8 calibration data: image folder, .npy or .npz.")
+@click.option("--validate", type=click.Path(exists=True), help="Held-out data to measure parity on (same forms).")
+@click.option("--input-shape", help="Input shape where the source does not say, e.g. 1,3,224,224.")
+@click.option("--factory", help="pkg.module:function that returns the torch model.")
+@click.option("--weights", type=click.Path(exists=True, dir_okay=False), help="state_dict for --factory "
+              "(loaded with torch.load(weights_only=True)).")
+@click.option("--labels", type=click.Path(exists=True, dir_okay=False), help="Text file: one class name per line.")
+@click.option("--mean", help="Image normalization mean per channel, e.g. 0.485,0.456,0.406.")
+@click.option("--std", help="Image normalization std per channel.")
+@click.option("--resize", type=int, help="Resize the short side to this before the centre crop.")
+@click.option("--bgr", is_flag=True, help="The model takes BGR channel order.")
+@click.option("--dynamic-batch", is_flag=True, help="Export with a dynamic batch dimension.")
+@click.option("--opset", type=int, help="ONNX opset (default 18).")
+@click.option("--int8-method", type=click.Choice(["percentile", "minmax"]), default="percentile", show_default=True)
+@click.option("--tolerance", type=float, default=1e-4, show_default=True, help="Max abs error allowed for FP32.")
+@click.option("--force", is_flag=True, help="Replace an existing output folder.")
+def convert(source: str | None, out: str, targets: str, precision: str, calib: str | None, validate: str | None,
+            input_shape: str | None, factory: str | None, weights: str | None, labels: str | None,
+            mean: str | None, std: str | None, resize: int | None, bgr: bool, dynamic_batch: bool,
+            opset: int | None, int8_method: str, tolerance: float, force: bool) -> None:
+    """Convert SOURCE (.onnx, TorchScript .pt, torch.export .pt2) or --factory to a bundle."""
+    from .convert import convert as do_convert
+    from .parity import Tolerance
+    from .sources import load_source
+    from .specs import Preprocess
+
+    if weights and not factory:
+        raise click.UsageError("--weights goes with --factory (a state_dict needs code that builds the model).")
+    if not source and not factory:
+        raise click.UsageError("Give a SOURCE model file or --factory pkg.module:function.")
+    with console.status("Loading the source model") as status:
+        model = load_source(source, factory=factory, weights=weights, input_shape=_shape(input_shape),
+                            dynamic_batch=dynamic_batch)
+        preprocess = None
+        carried = getattr(getattr(model, "module", None), "edgesdk_metadata", None) or {}
+        if any(v is not None for v in (mean, std, resize)) or bgr:
+            base = carried.get("preprocess") or Preprocess.for_input(model.inputs[0])
+            changes: dict[str, Any] = {}
+            if mean:
+                changes["mean"] = _floats(mean)
+            if std:
+                changes["std"] = _floats(std)
+            if resize:
+                changes["resize"] = resize
+            if bgr:
+                changes["color"] = "BGR"
+            preprocess = Preprocess(**{**base.to_dict(), **changes, "size": base.size})
+        bundle = do_convert(
+            model, targets=_csv(targets), precisions=_csv(precision), calib=calib, out=out, validation=validate,
+            preprocess=preprocess, labels=labels, force=force, dynamic_batch=dynamic_batch,
+            tolerance=Tolerance(fp32_max_abs=tolerance),
+            options={"opset": opset, "int8_method": int8_method},
+            progress=lambda msg: status.update(msg),
+        )
+    table = Table(title=f"Bundle {bundle.path}")
+    for col in ("artifact", "file", "size", "max abs err", "top-1 agree", "cosine", "ms (here)"):
+        table.add_column(col)
+    for a in bundle.artifacts:
+        p = a.parity
+        table.add_row(a.id, a.file, f"{a.size_bytes / 1e6:.2f} MB", f"{p.get('max_abs', float('nan')):.2e}",
+                      f"{p['top1_agreement']:.1%}" if "top1_agreement" in p else "-", f"{p.get('cosine', 1):.5f}",
+                      f"{a.latency_ms:.2f}" if a.latency_ms else "-")
+    results_console.print(table)
+
+
+def _load_inputs(rt: Any, paths: Sequence[str]) -> list[tuple[str, np.ndarray]]:
+    """Each input path -> (name, batch array): images through the bundle's preprocessing, .npy as is."""
+    from .images import is_image_path, list_images, preprocess_image
+    from .specs import Preprocess
+
+    items: list[tuple[str, np.ndarray]] = []
+    files: list[Path] = []
+    for p in map(Path, paths):
+        files.extend(list_images(p) if p.is_dir() else [p])
+    for f in files:
+        if f.suffix.lower() == ".npy":
+            try:
+                arr = np.load(f, allow_pickle=False)
+            except Exception as exc:
+                raise InputError(f"Cannot read {f} as a .npy array: {exc}") from None
+            items.append((str(f), arr))
+        elif is_image_path(f):
+            pre = rt.preprocess or Preprocess.for_input(rt.inputs[0])
+            items.append((str(f), preprocess_image(f, pre)))
+        else:
+            raise InputError(f"Cannot use {f} as input: give images (.jpg, .png, ...) or .npy arrays.")
+    return items
+
+
+def top_k(scores: np.ndarray, k: int, labels: Sequence[str] | None) -> list[dict[str, Any]]:
+    """Top-k classes of one row of class scores (softmax applied to logits)."""
+    row = np.asarray(scores, np.float64).ravel()
+    if not (row.min() >= 0 and abs(row.sum() - 1) < 1e-3):
+        e = np.exp(row - row.max())
+        row = e / e.sum()
+    idx = np.argsort(-row)[:k]
+    return [{"class": int(i), "label": labels[i] if labels and i < len(labels) else str(int(i)),
+             "score": float(row[i])} for i in idx]
+
+
+@cli.command()
+@click.argument("model", type=click.Path(exists=True))
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--backend", default="auto", show_default=True)
+@click.option("--precision", default="auto", show_default=True)
+@click.option("--artifact", help="Force one artifact of the bundle (id like onnx-int8, or file name).")
+@click.option("--threads", type=int)
+@click.option("-k", "--top-k", "k", type=int, default=5, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print results as JSON.")
+def run(model: str, inputs: Sequence[str], backend: str, precision: str, artifact: str | None,
+        threads: int | None, k: int, as_json: bool) -> None:
+    """Run MODEL (bundle folder or model file) on images or .npy arrays."""
+    from .parity import is_class_scores
+    from .runtime import Runtime
+
+    with Runtime(model, backend=backend, precision=precision, artifact=artifact, threads=threads) as rt:
+        results = []
+        for name, arr in _load_inputs(rt, inputs):
+            outputs = rt.run_all(arr)
+            entry: dict[str, Any] = {"input": name, "artifact": rt.artifact.id, "backend": rt.backend}
+            if is_class_scores(outputs[0]) and (rt.labels or rt.bundle.task == "classification"):
+                entry["top"] = top_k(outputs[0][0], k, rt.labels)
+            else:
+                entry["outputs"] = [{"name": s.name, "shape": list(o.shape), "min": float(o.min()),
+                                     "max": float(o.max()), "mean": float(o.mean())} for s, o in zip(rt.outputs, outputs)]
+            results.append(entry)
+        if as_json:
+            click.echo(json.dumps(results, indent=2))
+            return
+        results_console.print(f"[bold]{rt.artifact.id}[/] on [bold]{rt.backend}[/]")
+        for entry in results:
+            if "top" in entry:
+                best = ", ".join(f"{t['label']} {t['score']:.3f}" for t in entry["top"])
+                results_console.print(f"{entry['input']}: {best}")
+            else:
+                results_console.print(f"{entry['input']}: " + "; ".join(
+                    f"{o['name']} {o['shape']} mean {o['mean']:.4g}" for o in entry["outputs"]))
+
+
+@cli.command()
+@click.argument("model", type=click.Path(exists=True))
+@click.option("--runs", type=int, default=100, show_default=True)
+@click.option("--warmup", type=int, default=10, show_default=True)
+@click.option("--threads", type=int, help="Intra-op threads (default: the backend's choice).")
+@click.option("--backend", default="auto", show_default=True, help="Only this backend.")
+@click.option("--artifact", "artifacts", multiple=True, help="Only these artifacts (repeatable).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the report as JSON.")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Write the report as CSV.")
+def bench(model: str, runs: int, warmup: int, threads: int | None, backend: str, artifacts: Sequence[str],
+          json_path: str | None, csv_path: str | None) -> None:
+    """Benchmark every artifact of MODEL on every backend that runs it."""
+    from .bench import benchmark, write_csv
+
+    with console.status("Benchmarking") as status:
+        report = benchmark(model, runs=runs, warmup=warmup, threads=threads, artifacts=artifacts or None,
+                           backend=backend, progress=lambda m: status.update(m))
+    table = Table(title=f"{model}: {runs} runs after {warmup} warm-up, threads={threads or 'default'}")
+    for col in ("artifact", "backend", "p50 ms", "p90 ms", "p99 ms", "mean ms", "img/s", "load s", "peak RSS MB",
+                "size MB", "top-1 agree", "max abs err"):
+        table.add_column(col, justify="left" if col in ("artifact", "backend") else "right")
+    for r in report.results:
+        if r.error:
+            table.add_row(r.artifact, r.backend, f"[red]failed: {r.error}[/]", *[""] * 9)
+            continue
+        lat, p = r.latency_ms, r.parity
+        table.add_row(r.artifact, r.backend, f"{lat['p50']:.2f}", f"{lat['p90']:.2f}", f"{lat['p99']:.2f}",
+                      f"{lat['mean']:.2f}", f"{r.throughput_ips:.1f}", f"{r.load_s:.2f}",
+                      f"{r.peak_rss_mb:.0f}" if r.peak_rss_mb else "-", f"{r.size_bytes / 1e6:.2f}",
+                      f"{p['top1_agreement']:.1%}" if "top1_agreement" in p else "-",
+                      f"{p['max_abs']:.1e}" if "max_abs" in p else "-")
+    results_console.print(table)
+    if json_path:
+        Path(json_path).write_text(json.dumps(report.to_dict(), indent=2))
+    if csv_path:
+        write_csv(report, csv_path)
+
+
+@cli.command()
+def doctor() -> None:
+    """What this machine has: Python, OS, CPU flags, backends and converters with versions."""
+    import platform
+
+    from .converters import converters
+    from .hardware import detect
+    from .runtimes import backends
+
+    hw = detect()
+    results_console.print(f"[bold]edgesdk[/] {__import__('edgesdk').__version__} on Python {platform.python_version()}, "
+              f"{hw.system} ({hw.arch})")
+    results_console.print(f"CPU: {hw.cpu_model}, {hw.cores} logical cores; flags: {', '.join(hw.flags) or 'none of note'}")
+    table = Table(title="Backends")
+    for col in ("backend", "formats", "status", "details"):
+        table.add_column(col)
+    for b in backends():
+        info = b.info()
+        details = "; ".join(f"{k}: {', '.join(v) if isinstance(v, list) else v}" for k, v in info.items()
+                            if k not in ("available", "version", "reason"))
+        status = f"[green]{info['version']}[/]" if info["available"] else f"[red]missing[/]: {info['reason']}"
+        table.add_row(b.name, ", ".join(b.formats), status, details)
+    results_console.print(table)
+    table = Table(title="Converters")
+    for col in ("format", "precisions", "status"):
+        table.add_column(col)
+    for c in converters():
+        ok, why = c.available()
+        table.add_row(c.name, ", ".join(c.precisions), "[green]ready[/]" if ok else f"[red]missing[/]: {why}")
+    results_console.print(table)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point: run the CLI, turning every failure into one message and a non-zero exit."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    try:
+        cli.main(args=args, prog_name="edgesdk", standalone_mode=False)
+    except click.exceptions.Abort:
+        console.print("Aborted.")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except EdgeSDKError as exc:
+        if debug:
+            raise
+        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(1)
+    except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence
+        if debug:
+            raise
+        console.print(f"[bold red]unexpected error:[/] {exc.__class__.__name__}: {exc}\n"
+                      "Run again with --debug for the traceback, and please report it.", highlight=False)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

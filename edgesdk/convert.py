@@ -1,0 +1,170 @@
+"""convert(): source model -> a bundle of artifacts, each checked against the source."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .bundle import Artifact, Bundle, check_output_dir, load_bundle, sha256_of, staged_dir
+from .calibration import CalibrationSet
+from .converters import ConversionJob, get_converter
+from .errors import ConversionError
+from .hardware import detect
+from .parity import Tolerance, compare
+from .runtimes import backends
+from .sources import SourceModel, from_module, load_source
+from .specs import Preprocess
+
+log = logging.getLogger(__name__)
+
+#: Parity runs on at most this many samples: enough for a stable agreement figure, quick to run.
+MAX_PARITY_SAMPLES = 100
+LATENCY_RUNS = 20
+
+
+def _as_source(model: Any, example_input: Any, dynamic_batch: bool) -> SourceModel:
+    if isinstance(model, SourceModel):
+        return model
+    if isinstance(model, (str, os.PathLike)):
+        shape = tuple(np.shape(example_input)) if example_input is not None else None
+        return load_source(model, input_shape=shape, dynamic_batch=dynamic_batch)
+    if example_input is None:
+        raise ConversionError("Converting a torch module needs an example input, e.g. torch.randn(1, 3, 224, 224).")
+    return from_module(model, example_input, dynamic_batch=dynamic_batch)
+
+
+def _read_labels(labels: Sequence[str] | str | os.PathLike | None) -> list[str] | None:
+    if labels is None or isinstance(labels, (list, tuple)):
+        return list(labels) if labels is not None else None
+    path = Path(labels)
+    if not path.is_file():
+        raise ConversionError(f"Labels file not found: {path}")
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+def _parity_feeds(source: SourceModel, validation: CalibrationSet | None,
+                  calibration: CalibrationSet | None) -> tuple[list[dict[str, np.ndarray]], str]:
+    if validation is not None:
+        return validation.samples[:MAX_PARITY_SAMPLES], f"validation: {validation.source}"
+    if calibration is not None:
+        return calibration.samples[:MAX_PARITY_SAMPLES], f"calibration samples (no held-out set given): " \
+                                                         f"{calibration.source}"
+    rng = np.random.default_rng(0)
+    feeds = [source.example_feeds()]
+    for _ in range(4):
+        feeds.append({s.name: rng.standard_normal(s.concrete_shape()).astype(np.float32) for s in source.inputs})
+    return feeds, "example input and 4 random inputs"
+
+
+def measure_parity(session: Any, feeds: list[dict[str, np.ndarray]],
+                   reference: list[list[np.ndarray]]) -> tuple[dict[str, Any], float]:
+    """Run every feed through session; return (parity vs reference, median latency in ms)."""
+    outputs = [session.run(f) for f in feeds]
+    parity = compare(reference, outputs)
+    times = []
+    for _ in range(3 + LATENCY_RUNS):
+        t0 = time.perf_counter()
+        session.run(feeds[0])
+        times.append(time.perf_counter() - t0)
+    return parity, float(np.median(times[3:]) * 1e3)
+
+
+def convert(
+    model: Any,
+    example_input: Any = None,
+    targets: Sequence[str] = ("onnx",),
+    precisions: Sequence[str] = ("fp32",),
+    calib: Any = None,
+    out: str | os.PathLike = "build/model",
+    *,
+    validation: Any = None,
+    preprocess: Preprocess | None = None,
+    labels: Sequence[str] | str | os.PathLike | None = None,
+    task: str | None = None,
+    force: bool = False,
+    dynamic_batch: bool = False,
+    tolerance: Tolerance = Tolerance(),
+    options: dict[str, Any] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Bundle:
+    """Convert a model to every (target, precision) asked for and write a bundle folder at `out`.
+
+    model is a torch nn.Module (with example_input), a model file path, or a SourceModel. calib is the
+    INT8 calibration data (image folder, .npy/.npz, array or iterable); validation, in the same forms,
+    is the held-out data parity is measured on. Every artifact is run against the source; an FP32
+    artifact off by more than tolerance.fp32_max_abs raises ConversionError and writes nothing."""
+    step = progress or (lambda msg: log.info("%s", msg))
+    out_path = Path(out)
+    check_output_dir(out_path, force)  # fail before any slow work
+    converters = [get_converter(t) for t in targets]
+    for conv in converters:
+        conv.require()
+        bad = [p for p in precisions if p not in conv.precisions]
+        if bad:
+            raise ConversionError(f"{conv.name} cannot produce {', '.join(bad)}; it supports "
+                                  f"{', '.join(conv.precisions)}.")
+    step("Loading the source model")
+    source = _as_source(model, example_input, dynamic_batch)
+    # A model may carry its own metadata (see edgesdk.zoo); explicit arguments win.
+    carried = getattr(getattr(source, "module", None), "edgesdk_metadata", None) or {}
+    preprocess = preprocess or carried.get("preprocess")
+    labels = labels if labels is not None else carried.get("labels")
+    task = task or carried.get("task")
+    calibration = validation_set = None
+    if calib is not None:
+        calibration = CalibrationSet.from_any(calib, source.inputs, preprocess)
+        preprocess = preprocess or calibration.preprocess
+    if validation is not None:
+        validation_set = CalibrationSet.from_any(validation, source.inputs, preprocess)
+    feeds, parity_data = _parity_feeds(source, validation_set, calibration)
+    step(f"Running the source model on {len(feeds)} parity samples")
+    reference = [source.run(f) for f in feeds]
+    label_list = _read_labels(labels)
+    machine = detect().machine_id
+    artifacts: list[Artifact] = []
+    with staged_dir(out_path, force) as stage:
+        for conv in converters:
+            step(f"Converting to {conv.name} ({', '.join(precisions)})")
+            job = ConversionJob(source, list(precisions), stage, calibration, dict(options or {}), artifacts)
+            for art in conv.convert(job):
+                path = stage / art.file
+                art.sha256, art.size_bytes = sha256_of(path), path.stat().st_size
+                runner = next((b for b in backends() if art.format in b.formats and b.available()[0]), None)
+                if runner is None:
+                    log.warning("No installed backend runs %s artifacts; parity of %s not measured.",
+                                art.format, art.file)
+                else:
+                    step(f"Checking {art.file} against the source on {runner.name}")
+                    session = runner.open(path)
+                    try:
+                        art.parity, art.latency_ms = measure_parity(session, feeds, reference)
+                    finally:
+                        session.close()
+                    art.parity.update(data=parity_data, backend=runner.name)
+                    art.measured_on = machine
+                    ok, why = tolerance.accepts(art.precision, art.parity)
+                    if art.precision == "fp32" and not ok:
+                        raise ConversionError(f"The {art.format} FP32 artifact does not match the source: {why} "
+                                              f"on {art.parity['samples']} samples. Nothing was written.")
+                    if not ok:
+                        log.warning("%s: %s, outside tolerance; Runtime(precision='auto') will not pick it.",
+                                    art.id, why)
+                artifacts.append(art)
+        bundle = Bundle(
+            path=stage, inputs=source.inputs, outputs=source.outputs, artifacts=artifacts,
+            preprocess=preprocess, labels=label_list,
+            task=task or ("classification" if label_list else None),
+            meta={
+                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "source": {"kind": source.kind, "description": source.description},
+                "calibration": calibration.describe() if calibration else None,
+            },
+        )
+        bundle.write_manifest()
+    return load_bundle(out_path)

@@ -1,0 +1,236 @@
+"""ONNX target: torch.onnx.export (the dynamo exporter, the legacy TorchScript exporter as fallback),
+simplified by onnxslim into one self-contained file; FP16 by onnxruntime's float16 converter with
+float32 I/O; INT8 by onnxruntime.quantization (static QDQ per-channel from the CalibrationSet, or
+dynamic for Linear/LSTM-heavy models without calibration data)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ..bundle import Artifact
+from ..errors import CalibrationError, ConversionError
+from ..sources import SourceModel
+from . import ConversionJob, Converter
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OPSET = 18
+#: Activation ranges from this percentile of the calibration histogram: MinMax lets rare outliers
+#: stretch the int8 grid (measured on EfficientNet-Lite0: 98.0% top-1 agreement vs 97.6%).
+DEFAULT_PERCENTILE = 99.99
+DYNAMIC_FRIENDLY_OPS = {"MatMul", "Gemm", "LSTM", "GRU", "Attention"}
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{exc.__class__.__name__}: {text.splitlines()[0] if text else ''}"
+
+
+def export_torch(source: SourceModel, path: Path, opset: int, dynamic_batch: bool) -> str:
+    """Export a torch source to a single ONNX file at path. Returns the exporter used."""
+    import onnx
+    import torch
+
+    module, args = source.module, source.example_inputs  # type: ignore[attr-defined]
+    in_names = [s.name for s in source.inputs]
+    out_names = [s.name for s in source.outputs]
+    errors = []
+    for noisy in ("onnxscript", "onnx_ir", "torch.onnx", "torch.export"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger(noisy).level))
+    # Without torchvision installed the exporter warns about each torchvision op it cannot register.
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "raw.onnx"
+        attempts: list[tuple[str, dict[str, Any]]] = []
+        if not isinstance(module, torch.jit.ScriptModule):
+            dyn = ({"dynamic_shapes": tuple({0: torch.export.Dim.DYNAMIC} for _ in args)} if dynamic_batch else {})
+            attempts.append(("dynamo", {"dynamo": True, "optimize": True, **dyn}))
+        axes = {n: {0: "batch"} for n in in_names + out_names} if dynamic_batch else None
+        attempts.append(("legacy", {"dynamo": False, "dynamic_axes": axes, "do_constant_folding": True}))
+        for exporter, kwargs in attempts:
+            captured = io.StringIO()
+            try:
+                with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
+                    torch.onnx.export(module, args, str(raw), input_names=in_names, output_names=out_names,
+                                      opset_version=opset, verbose=False, **kwargs)
+                model = onnx.load(str(raw))  # pulls in external data the dynamo exporter writes
+                break
+            except Exception as exc:
+                log.debug("%s exporter output:\n%s", exporter, captured.getvalue())
+                log.info("The %s ONNX exporter failed: %s", exporter, _first_line(exc))
+                errors.append(f"{exporter} exporter: {_first_line(exc)}")
+        else:
+            raise ConversionError(
+                "PyTorch could not export the model to ONNX. " + "; ".join(errors) +
+                ". An unsupported operator usually needs a rewrite of that layer or a newer opset (--opset)."
+            )
+    _save_slim(model, path)
+    return exporter
+
+
+def _save_slim(model: Any, path: Path) -> None:
+    """Simplify with onnxslim (constant folding, fusions) and save as one file."""
+    import onnx
+
+    try:
+        import onnxslim
+
+        model = onnxslim.slim(model)
+    except Exception as exc:  # slimming is an optimization, never a reason to fail
+        log.warning("onnxslim could not simplify the model (%s); keeping it as exported.", _first_line(exc))
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def _classifier_and_stem(model: Any) -> list[str]:
+    """Names of the first Conv fed by a graph input and of the final MatMul/Gemm: the layers whose INT8
+    error hurts most and whose FP32 cost is small (DESIGN.md §6, recipe step 4)."""
+    graph = model.graph
+    inputs = {i.name for i in graph.input}
+    outputs = {o.name for o in graph.output}
+    names: list[str] = []
+    for node in graph.node:
+        if node.op_type == "Conv" and node.input[0] in inputs:
+            names.append(node.name)
+            break
+    producers = {out: n for n in graph.node for out in n.output}
+    # Walk back from each graph output through at most a few cheap ops to a MatMul/Gemm.
+    for out in outputs:
+        node, steps = producers.get(out), 0
+        while node is not None and steps < 4:
+            if node.op_type in ("MatMul", "Gemm"):
+                names.append(node.name)
+                break
+            node, steps = (producers.get(node.input[0]) if node.input else None), steps + 1
+    return names
+
+
+def quantize_int8(fp32: Path, out: Path, job: ConversionJob) -> dict[str, Any]:
+    """Write the INT8 model; return the quantization record for the manifest."""
+    import onnx
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                          quant_pre_process, quantize_dynamic, quantize_static)
+
+    model = onnx.load(str(fp32))
+    ops = {n.op_type for n in model.graph.node}
+    calib = job.calibration
+    if calib is None:
+        if "Conv" not in ops and ops & DYNAMIC_FRIENDLY_OPS:
+            log.info("No calibration data: using dynamic INT8 quantization, which fits this "
+                     "Linear/LSTM model (weights int8, activations quantized at run time).")
+            quantize_dynamic(str(fp32), str(out), weight_type=QuantType.QInt8)
+            return {"method": "dynamic", "weights": "int8 per-tensor"}
+        raise CalibrationError(
+            "INT8 for this model needs calibration data: pass calib= (a folder of images, a .npy/.npz, or an "
+            "iterable of inputs) or --calib on the CLI. Dynamic quantization is wrong for convolutional models."
+        )
+    calib.check_representative()
+    method = job.options.get("int8_method", "percentile")
+    exclude = [] if job.options.get("int8_quantize_all") else _classifier_and_stem(model)
+    with tempfile.TemporaryDirectory() as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        try:
+            quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=False)
+        except Exception as exc:
+            log.info("quant_pre_process failed (%s); quantizing the model as is.", _first_line(exc))
+            pre = fp32
+
+        class Reader(CalibrationDataReader):
+            """Feeds the CalibrationSet to onnxruntime.quantization."""
+
+            def __init__(self) -> None:
+                self._iter = iter(calib)
+
+            def get_next(self) -> dict[str, Any] | None:
+                return next(self._iter, None)
+
+        extra: dict[str, Any] = {}
+        if method == "percentile":
+            calibrate_method = CalibrationMethod.Percentile
+            extra["CalibPercentile"] = job.options.get("int8_percentile", DEFAULT_PERCENTILE)
+        elif method == "minmax":
+            calibrate_method = CalibrationMethod.MinMax
+        else:
+            raise ConversionError(f"Unknown INT8 calibration method '{method}': use percentile or minmax.")
+        captured = io.StringIO()  # the percentile calibrator prints its progress
+        with contextlib.redirect_stdout(captured):
+            quantize_static(
+                str(pre), str(out), Reader(),
+                quant_format=QuantFormat.QDQ, per_channel=True,
+                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,  # the fast pair on x86 ORT
+                calibrate_method=calibrate_method, nodes_to_exclude=exclude, extra_options=extra,
+            )
+        log.debug("%s", captured.getvalue())
+    record: dict[str, Any] = {
+        "method": "static QDQ", "activations": "uint8 per-tensor", "weights": "int8 per-channel symmetric",
+        "calibration": f"{method}" + (f" {extra['CalibPercentile']}" if extra else ""),
+        "calibration_samples": len(calib), "calibration_source": calib.source, "float_nodes": exclude,
+    }
+    return record
+
+
+def convert_fp16(fp32: Path, out: Path) -> None:
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(onnx.load(str(fp32)), keep_io_types=True)
+    onnx.save(model, str(out))
+
+
+class OnnxConverter(Converter):
+    name = "onnx"
+    precisions = ("fp32", "fp16", "int8")
+    modules = ("onnx", "onnxruntime", "onnxslim")
+    extra = "onnx"
+
+    def convert(self, job: ConversionJob) -> list[Artifact]:
+        import onnx
+        import onnxruntime
+
+        self.require()
+        versions = {"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
+        fp32 = job.stage / "model.onnx"
+        source = job.source
+        opset = int(job.options.get("opset") or DEFAULT_OPSET)
+        if source.kind == "torch":
+            import torch
+
+            exporter = export_torch(source, fp32, opset, bool(job.options.get("dynamic_batch")))
+            versions.update(torch=torch.__version__.split("+")[0], exporter=exporter)
+        elif source.kind == "onnx":
+            _save_slim(onnx.load(str(source.path)), fp32)  # type: ignore[attr-defined]
+        else:
+            raise ConversionError(f"The onnx converter cannot read a {source.kind} source yet.")
+        try:
+            import onnxslim
+
+            versions["onnxslim"] = onnxslim.__version__
+        except ImportError:
+            pass
+        made: list[Artifact] = []
+        for precision in job.precisions:
+            quant: dict[str, Any] = {}
+            if precision == "fp32":
+                path = fp32
+            elif precision == "fp16":
+                path = job.stage / "model.fp16.onnx"
+                convert_fp16(fp32, path)
+            elif precision == "int8":
+                path = job.stage / "model.int8.onnx"
+                quant = quantize_int8(fp32, path, job)
+            else:
+                raise ConversionError(f"ONNX has no precision '{precision}'; choose from {self.precisions}.")
+            made.append(Artifact(file=path.name, format="onnx", precision=precision,
+                                 layout=source.inputs[0].layout if source.inputs else None,
+                                 versions=dict(versions), quantization=quant))
+        if "fp32" not in job.precisions:
+            fp32.unlink()
+        return made
+
+
+CONVERTER = OnnxConverter()

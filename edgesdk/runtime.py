@@ -1,0 +1,164 @@
+"""Runtime: the one class users hold. It loads a bundle (or a single model file), picks the best
+(backend, artifact) pair for this machine, falls back when one fails to load, and checks inputs."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .bundle import Artifact, Bundle, load_bundle, verify_artifact
+from .errors import EdgeSDKError, InputError, ModelLoadError
+from .hardware import detect
+from .parity import Tolerance
+from .runtimes import Backend, Ranking, Session, format_of_file, rank
+from .specs import TensorSpec
+
+log = logging.getLogger(__name__)
+
+Inputs = np.ndarray | Sequence[np.ndarray] | dict[str, np.ndarray]
+
+
+class Runtime:
+    """Run a converted model with the best backend available here.
+
+    >>> rt = Runtime("build/effnet")          # a bundle folder, or a single .onnx file
+    >>> logits = rt.run(x)                     # float32 in the source model's layout
+    >>> rt.backend, rt.artifact.id             # what was picked
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        backend: str = "auto",
+        precision: str = "auto",
+        threads: int | None = None,
+        artifact: str | None = None,
+        tolerance: Tolerance = Tolerance(),
+        **backend_options: Any,
+    ):
+        self.path = Path(path)
+        self.threads = threads
+        if self.path.is_dir():
+            self.bundle: Bundle = load_bundle(self.path)
+        elif self.path.is_file():
+            self.bundle = _single_file_bundle(self.path)
+        else:
+            raise ModelLoadError(f"No model at {self.path}: give a bundle folder or a model file.")
+        self.ranking: Ranking = rank(self.bundle, tolerance, backend, precision, artifact, detect().machine_id)
+        self.skipped: list[str] = list(self.ranking.skipped)
+        self._session: Session | None = None
+        for cand in self.ranking.candidates:
+            try:
+                model_path = verify_artifact(self.bundle, cand.artifact)
+                self._session = cand.backend.open(model_path, threads=threads, **backend_options)
+            except EdgeSDKError as exc:
+                log.warning("Could not load %s on %s (%s); trying the next candidate.", cand.artifact.file,
+                            cand.backend.name, exc)
+                self.skipped.append(f"{cand.artifact.id} on {cand.backend.name}: failed to load: {exc}")
+                continue
+            self._backend: Backend = cand.backend
+            self.artifact: Artifact = cand.artifact
+            break
+        if self._session is None:
+            raise ModelLoadError(f"No candidate could be loaded from {self.path}:\n  " + "\n  ".join(self.skipped))
+        if self.skipped:
+            log.info("Runtime uses %s on %s; passed over: %s", self.artifact.id, self.backend, "; ".join(self.skipped))
+        # The bundle's specs are the contract; a single file takes them from the session.
+        self.inputs: list[TensorSpec] = self.bundle.inputs or self._session.inputs
+        self.outputs: list[TensorSpec] = self.bundle.outputs or self._session.outputs
+        self._input_names = [s.name for s in self.inputs]
+
+    # -- what was picked ----------------------------------------------------------------------------
+    @property
+    def backend(self) -> str:
+        return self._backend.name
+
+    @property
+    def labels(self) -> list[str] | None:
+        return self.bundle.labels
+
+    @property
+    def preprocess(self):  # -> Preprocess | None
+        return self.bundle.preprocess
+
+    def explain(self) -> str:
+        """The ranking of candidates and the reasons others were passed over."""
+        lines = [f"Running {self.artifact.id} ({self.artifact.file}) on {self.backend}."]
+        lines += [f"  {i + 1}. {c.artifact.id} on {c.backend.name}: {c.why}"
+                  for i, c in enumerate(self.ranking.candidates)]
+        lines += [f"  skipped: {s}" for s in self.skipped]
+        return "\n".join(lines)
+
+    # -- running ------------------------------------------------------------------------------------
+    def run(self, inputs: Inputs) -> np.ndarray | list[np.ndarray]:
+        """Run one batch. Takes an array (one input), a list in input order, or a dict by input name.
+        Returns the output array, or a list of arrays for a model with several outputs."""
+        outs = self.run_all(inputs)
+        return outs[0] if len(outs) == 1 else outs
+
+    def run_all(self, inputs: Inputs) -> list[np.ndarray]:
+        """Like run(), always returning a list of outputs."""
+        if self._session is None:
+            raise EdgeSDKError("This Runtime is closed.")
+        return self._session.run(self._feeds(inputs))
+
+    def run_dict(self, inputs: Inputs) -> dict[str, np.ndarray]:
+        """Outputs by name."""
+        return dict(zip((s.name for s in self.outputs), self.run_all(inputs)))
+
+    def _feeds(self, inputs: Inputs) -> dict[str, np.ndarray]:
+        if isinstance(inputs, dict):
+            unknown = [k for k in inputs if k not in self._input_names]
+            missing = [n for n in self._input_names if n not in inputs]
+            if unknown or missing:
+                raise InputError(f"Input names {sorted(inputs)} do not match the model's inputs "
+                                 f"{self._input_names}" + (f" (unknown: {unknown})" if unknown else "") +
+                                 (f" (missing: {missing})" if missing else "") + ".")
+            arrays = [inputs[n] for n in self._input_names]
+        elif isinstance(inputs, (list, tuple)):
+            if len(inputs) != len(self.inputs):
+                raise InputError(f"Got {len(inputs)} inputs; the model takes {len(self.inputs)}: {self._input_names}.")
+            arrays = list(inputs)
+        else:
+            if len(self.inputs) != 1:
+                raise InputError(f"The model takes {len(self.inputs)} inputs {self._input_names}: pass a list or a "
+                                 "dict by name.")
+            arrays = [inputs]
+        feeds = {}
+        for spec, arr in zip(self.inputs, arrays):
+            if not isinstance(arr, np.ndarray):
+                arr = np.asarray(arr.detach().cpu().numpy() if hasattr(arr, "detach") else arr)
+            if arr.dtype != np.dtype(spec.dtype):
+                raise InputError(f"Input '{spec.name}' has dtype {arr.dtype}; the model expects {spec.dtype}. "
+                                 f"Convert it with .astype(np.{spec.dtype}).")
+            if not spec.accepts_shape(arr.shape):
+                raise InputError(f"Input '{spec.name}' has shape {list(arr.shape)}; the model expects "
+                                 f"{list(spec.shape)}" + (f" ({spec.layout})" if spec.layout else "") + ".")
+            feeds[spec.name] = arr
+        return feeds
+
+    # -- lifetime -----------------------------------------------------------------------------------
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+    def __enter__(self) -> "Runtime":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Runtime({str(self.path)!r}, backend={self.backend!r}, artifact={self.artifact.id!r})"
+
+
+def _single_file_bundle(path: Path) -> Bundle:
+    """A one-artifact bundle for a bare model file; its specs come from the loaded session."""
+    fmt = format_of_file(path)
+    art = Artifact(file=path.name, format=fmt, precision="unknown")
+    return Bundle(path=path.parent, inputs=[], outputs=[], artifacts=[art])

@@ -1,0 +1,106 @@
+"""What a model takes and gives (TensorSpec) and how raw images become its input (Preprocess).
+
+Both are stored in the bundle manifest, so every backend and app feeds a model the same way."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+Dim = int | str | None  # a fixed size, or a symbolic / unknown one (dynamic axis)
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Name, shape, dtype and layout of one model input or output."""
+
+    name: str
+    shape: tuple[Dim, ...]
+    dtype: str = "float32"
+    layout: str | None = None  # e.g. "NCHW", "NHWC"; None where it has no meaning
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype, "layout": self.layout}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TensorSpec":
+        return cls(d["name"], tuple(d["shape"]), d.get("dtype", "float32"), d.get("layout"))
+
+    def is_static(self) -> bool:
+        return all(isinstance(d, int) for d in self.shape)
+
+    def concrete_shape(self, batch: int = 1) -> tuple[int, ...]:
+        """The shape with every dynamic dimension replaced (batch for the first, 1 elsewhere)."""
+        return tuple(d if isinstance(d, int) else (batch if i == 0 else 1) for i, d in enumerate(self.shape))
+
+    def accepts_shape(self, shape: Sequence[int]) -> bool:
+        return len(shape) == len(self.shape) and all(
+            not isinstance(d, int) or d == s for d, s in zip(self.shape, shape)
+        )
+
+
+def guess_layout(shape: Sequence[Dim]) -> str | None:
+    """NCHW or NHWC for a 4-D image-like shape, None otherwise."""
+    if len(shape) != 4:
+        return None
+    c_first, c_last = shape[1], shape[3]
+    if c_first in (1, 3, 4) and c_last not in (1, 3, 4):
+        return "NCHW"
+    if c_last in (1, 3, 4) and c_first not in (1, 3, 4):
+        return "NHWC"
+    return "NCHW"
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How an image file becomes a model input: resize the short side, centre-crop, scale to [0, 1],
+    normalize with mean/std, order the channels, lay out as NCHW or NHWC."""
+
+    size: tuple[int, int] = (224, 224)  # (height, width) of the model input
+    resize: int | None = 256  # short side before the centre crop; None resizes straight to size
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    color: str = "RGB"  # "RGB", "BGR" or "GRAY"
+    layout: str = "NCHW"
+    interpolation: str = "bilinear"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["size"] = list(self.size)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Preprocess":
+        return cls(
+            size=tuple(d["size"]),
+            resize=d.get("resize"),
+            mean=tuple(d["mean"]),
+            std=tuple(d["std"]),
+            color=d.get("color", "RGB"),
+            layout=d.get("layout", "NCHW"),
+            interpolation=d.get("interpolation", "bilinear"),
+            extra=dict(d.get("extra", {})),
+        )
+
+    @classmethod
+    def for_input(cls, spec: TensorSpec, **overrides: Any) -> "Preprocess":
+        """A default Preprocess matching an image input's shape and layout."""
+        layout = spec.layout or guess_layout(spec.shape) or "NCHW"
+        dims = spec.concrete_shape()
+        h, w = (dims[2], dims[3]) if layout == "NCHW" else (dims[1], dims[2])
+        channels = dims[1] if layout == "NCHW" else dims[3]
+        base: dict[str, Any] = {"size": (h, w), "resize": round(min(h, w) * 256 / 224), "layout": layout}
+        if channels == 1:
+            base.update(color="GRAY", mean=(0.5,), std=(0.5,))
+        base.update(overrides)
+        return cls(**base)
+
+    def __call__(self, image: Any) -> np.ndarray:
+        """Turn an image (a path or a PIL image) into a float32 batch of one."""
+        from .images import preprocess_image
+
+        return preprocess_image(image, self)
