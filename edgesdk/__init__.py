@@ -10,42 +10,21 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
-from .errors import (BackendUnavailable, CalibrationError, ConversionError, EdgeSDKError, InputError,
-                     ModelLoadError)
+from .errors import BackendUnavailable, CalibrationError, ConversionError, EdgeSDKError, InputError, ModelLoadError
 from .specs import Preprocess, TensorSpec
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Runtime", "convert", "load_bundle", "benchmark", "CalibrationSet", "Preprocess", "TensorSpec", "Tolerance",
+    "Runtime", "convert", "load_bundle", "Bundle", "benchmark", "CalibrationSet", "Preprocess", "TensorSpec", "Tolerance",
     "EdgeSDKError", "ModelLoadError", "ConversionError", "BackendUnavailable", "InputError", "CalibrationError",
 ]
 
-_LAZY = {
-    "Runtime": ("runtime", "Runtime"),
-    "convert": ("convert", "convert"),
-    "load_bundle": ("bundle", "load_bundle"),
-    "Bundle": ("bundle", "Bundle"),
-    "benchmark": ("bench", "benchmark"),
-    "CalibrationSet": ("calibration", "CalibrationSet"),
-    "Tolerance": ("parity", "Tolerance"),
-}
-
-if TYPE_CHECKING:
-    from .bench import benchmark
-    from .bundle import Bundle, load_bundle
-    from .calibration import CalibrationSet
-    from .convert import convert
-    from .parity import Tolerance
-    from .runtime import Runtime
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        module, attr = _LAZY[name]
-        return getattr(importlib.import_module(f".{module}", __name__), attr)
-    raise AttributeError(f"module 'edgesdk' has no attribute '{name}'")
+# These modules import only numpy at load time; converters and backends import their heavy libraries
+# when used. (Eager imports also keep `edgesdk.convert` the function, not the submodule of that name.)
+from .bench import benchmark  # noqa: E402
+from .bundle import Bundle, load_bundle  # noqa: E402
+from .calibration import CalibrationSet  # noqa: E402
+from .convert import convert  # noqa: E402
+from .parity import Tolerance  # noqa: E402
+from .runtime import Runtime  # noqa: E402

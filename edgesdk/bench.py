@@ -7,9 +7,10 @@ import logging
 import os
 import platform
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -140,8 +141,7 @@ def benchmark(
         with rt:
             if inputs is None:
                 inputs = bench_inputs(rt)
-            feeds = inputs
-            times = time_runs(lambda: rt.run_all(feeds), runs, warmup)
+            times = time_runs(lambda rt=rt, feeds=inputs: rt.run_all(feeds), runs, warmup)
             lat = percentiles(times)
             batch = rt.inputs[0].concrete_shape()[0] if rt.inputs and rt.inputs[0].shape else 1
             art = rt.artifact

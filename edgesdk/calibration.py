@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -62,7 +63,7 @@ class CalibrationSet:
         inputs: Sequence[TensorSpec],
         preprocess: Preprocess | None = None,
         max_samples: int | None = DEFAULT_MAX_SAMPLES,
-    ) -> "CalibrationSet":
+    ) -> CalibrationSet:
         """Build a CalibrationSet from a folder, a .npy/.npz file, an array, or an iterable."""
         if isinstance(data, CalibrationSet):
             return data
@@ -93,7 +94,7 @@ class CalibrationSet:
         inputs: Sequence[TensorSpec],
         preprocess: Preprocess | None = None,
         max_samples: int | None = DEFAULT_MAX_SAMPLES,
-    ) -> "CalibrationSet":
+    ) -> CalibrationSet:
         from .images import list_images, preprocess_image
 
         if len(inputs) != 1:
@@ -109,7 +110,7 @@ class CalibrationSet:
     @classmethod
     def from_numpy_file(
         cls, path: Path, inputs: Sequence[TensorSpec], max_samples: int | None = DEFAULT_MAX_SAMPLES
-    ) -> "CalibrationSet":
+    ) -> CalibrationSet:
         try:
             loaded = np.load(path, allow_pickle=False)  # never unpickle a data file
         except Exception as exc:
@@ -136,7 +137,7 @@ class CalibrationSet:
         inputs: Sequence[TensorSpec],
         source: str,
         max_samples: int | None = DEFAULT_MAX_SAMPLES,
-    ) -> "CalibrationSet":
+    ) -> CalibrationSet:
         samples: list[Sample] = []
         for item in items:
             if max_samples and len(samples) >= max_samples:

@@ -7,8 +7,9 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 try:
     import click
@@ -22,7 +23,7 @@ import numpy as np
 
 from .errors import EdgeSDKError, InputError
 
-console = Console(stderr=True)
+console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 # Tables keep their columns when piped to a file or CI log, where rich would assume 80 columns.
 results_console = Console(width=None if sys.stdout.isatty() else 160)  # results go to stdout, status and errors to stderr
 log = logging.getLogger("edgesdk")
@@ -77,14 +78,19 @@ def cli(ctx: click.Context, debug: bool, verbose: bool) -> None:
 @click.option("--bgr", is_flag=True, help="The model takes BGR channel order.")
 @click.option("--dynamic-batch", is_flag=True, help="Export with a dynamic batch dimension.")
 @click.option("--opset", type=int, help="ONNX opset (default 18).")
-@click.option("--int8-method", type=click.Choice(["percentile", "minmax"]), default="percentile", show_default=True)
+@click.option("--int8-method", type=click.Choice(["minmax", "percentile"]), default="minmax", show_default=True,
+              help="How INT8 activation ranges are calibrated (percentile 99.99 suits unbounded activations).")
+@click.option("--int8-float-nodes", help="ONNX node names to keep in float (default: the stem conv); "
+              "'none' quantizes every node.")
 @click.option("--tolerance", type=float, default=1e-4, show_default=True, help="Max abs error allowed for FP32.")
 @click.option("--force", is_flag=True, help="Replace an existing output folder.")
 def convert(source: str | None, out: str, targets: str, precision: str, calib: str | None, validate: str | None,
             input_shape: str | None, factory: str | None, weights: str | None, labels: str | None,
             mean: str | None, std: str | None, resize: int | None, bgr: bool, dynamic_batch: bool,
-            opset: int | None, int8_method: str, tolerance: float, force: bool) -> None:
+            opset: int | None, int8_method: str, int8_float_nodes: str | None, tolerance: float,
+            force: bool) -> None:
     """Convert SOURCE (.onnx, TorchScript .pt, torch.export .pt2) or --factory to a bundle."""
+    from .bundle import check_output_dir
     from .convert import convert as do_convert
     from .parity import Tolerance
     from .sources import load_source
@@ -94,6 +100,7 @@ def convert(source: str | None, out: str, targets: str, precision: str, calib: s
         raise click.UsageError("--weights goes with --factory (a state_dict needs code that builds the model).")
     if not source and not factory:
         raise click.UsageError("Give a SOURCE model file or --factory pkg.module:function.")
+    check_output_dir(Path(out), force)  # before any slow work
     with console.status("Loading the source model") as status:
         model = load_source(source, factory=factory, weights=weights, input_shape=_shape(input_shape),
                             dynamic_batch=dynamic_batch)
@@ -115,7 +122,9 @@ def convert(source: str | None, out: str, targets: str, precision: str, calib: s
             model, targets=_csv(targets), precisions=_csv(precision), calib=calib, out=out, validation=validate,
             preprocess=preprocess, labels=labels, force=force, dynamic_batch=dynamic_batch,
             tolerance=Tolerance(fp32_max_abs=tolerance),
-            options={"opset": opset, "int8_method": int8_method},
+            options={"opset": opset, "int8_method": int8_method,
+                     "int8_float_nodes": None if int8_float_nodes is None else
+                     [n for n in _csv(int8_float_nodes) if n != "none"]},
             progress=lambda msg: status.update(msg),
         )
     table = Table(title=f"Bundle {bundle.path}")

@@ -6,8 +6,9 @@ import datetime as _dt
 import logging
 import os
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -131,7 +132,8 @@ def convert(
     with staged_dir(out_path, force) as stage:
         for conv in converters:
             step(f"Converting to {conv.name} ({', '.join(precisions)})")
-            job = ConversionJob(source, list(precisions), stage, calibration, dict(options or {}), artifacts)
+            job = ConversionJob(source, list(precisions), stage, calibration,
+                                {**(options or {}), "dynamic_batch": dynamic_batch}, artifacts)
             for art in conv.convert(job):
                 path = stage / art.file
                 art.sha256, art.size_bytes = sha256_of(path), path.stat().st_size

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -49,7 +49,7 @@ def _crop_box(width: int, height: int, out_w: int, out_h: int, where: str) -> tu
     return left, top, left + out_w, top + out_h
 
 
-def preprocess_image(image: Any, pre: "Preprocess", crop: str = "c") -> np.ndarray:
+def preprocess_image(image: Any, pre: Preprocess, crop: str = "c") -> np.ndarray:
     """Resize, crop, normalize and lay out one image as a float32 batch of one.
 
     crop is "c" (centre) or a corner ("tl", "tr", "bl", "br"), for evaluation on several views."""

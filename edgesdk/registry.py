@@ -15,5 +15,5 @@ def discover(package: str, paths: list[str], attr: str, kind: type[T]) -> dict[s
     for info in sorted(pkgutil.iter_modules(paths), key=lambda i: i.name):
         obj = getattr(importlib.import_module(f"{package}.{info.name}"), attr, None)
         if isinstance(obj, kind):
-            found[getattr(obj, "name")] = obj
+            found[obj.name] = obj
     return found

@@ -8,8 +8,9 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -68,8 +69,10 @@ class TorchSource(SourceModel):
         dynamic_batch: bool = False,
     ):
         torch = require("torch", "torch", "Converting a PyTorch model")
-        if hasattr(module, "eval"):
+        try:
             module.eval()
+        except (AttributeError, NotImplementedError):  # a torch.export program's module has no eval()
+            pass
         self.module = module
         self.example_inputs = tuple(torch.as_tensor(np.asarray(x)) if not isinstance(x, torch.Tensor) else x
                                     for x in example_inputs)

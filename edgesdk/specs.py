@@ -4,8 +4,9 @@ Both are stored in the bundle manifest, so every backend and app feeds a model t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -25,7 +26,7 @@ class TensorSpec:
         return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype, "layout": self.layout}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TensorSpec":
+    def from_dict(cls, d: dict[str, Any]) -> TensorSpec:
         return cls(d["name"], tuple(d["shape"]), d.get("dtype", "float32"), d.get("layout"))
 
     def is_static(self) -> bool:
@@ -74,7 +75,7 @@ class Preprocess:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Preprocess":
+    def from_dict(cls, d: dict[str, Any]) -> Preprocess:
         return cls(
             size=tuple(d["size"]),
             resize=d.get("resize"),
@@ -87,7 +88,7 @@ class Preprocess:
         )
 
     @classmethod
-    def for_input(cls, spec: TensorSpec, **overrides: Any) -> "Preprocess":
+    def for_input(cls, spec: TensorSpec, **overrides: Any) -> Preprocess:
         """A default Preprocess matching an image input's shape and layout."""
         layout = spec.layout or guess_layout(spec.shape) or "NCHW"
         dims = spec.concrete_shape()

@@ -20,12 +20,12 @@ if TYPE_CHECKING:
 class ConversionJob:
     """Everything a converter needs: the source, what to produce, and where to write it."""
 
-    source: "SourceModel"
+    source: SourceModel
     precisions: list[str]
     stage: Path  # the bundle's staging folder; artifact files go here
-    calibration: "CalibrationSet | None" = None
+    calibration: CalibrationSet | None = None
     options: dict[str, Any] = field(default_factory=dict)  # dynamic_batch, opset, int8_method, ...
-    artifacts: list["Artifact"] = field(default_factory=list)  # made so far, by earlier converters
+    artifacts: list[Artifact] = field(default_factory=list)  # made so far, by earlier converters
 
 
 class Converter:
@@ -49,7 +49,7 @@ class Converter:
         if not ok:
             raise BackendUnavailable(f"Converting to {self.name} is unavailable: {why}")
 
-    def convert(self, job: ConversionJob) -> list["Artifact"]:
+    def convert(self, job: ConversionJob) -> list[Artifact]:
         """Write the requested precisions of this format into job.stage; return their records
         (parity is filled in afterwards by edgesdk.convert)."""
         raise NotImplementedError

@@ -110,7 +110,7 @@ class Candidate:
     """One (backend, artifact) pair the Runtime may load, in ranked order."""
 
     backend: Backend
-    artifact: "Artifact"
+    artifact: Artifact
     why: str = ""
 
 
@@ -121,8 +121,8 @@ class Ranking:
 
 
 def rank(
-    bundle: "Bundle",
-    tolerance: "Tolerance",
+    bundle: Bundle,
+    tolerance: Tolerance,
     backend: str = "auto",
     precision: str = "auto",
     artifact: str | None = None,

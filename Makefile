@@ -1,0 +1,43 @@
+# edgesdk: `make demo` and `make test` set everything up on a fresh machine, then run.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.setup-stamp
+
+.PHONY: setup demo test bench lint clean
+
+setup: $(STAMP)
+
+# torch is installed first from its pinned CPU wheel: anything that depends on torch resolved
+# without it would pull a multi-GB CUDA build.
+$(STAMP): pyproject.toml constraints.txt
+	@if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && ! $(PYTHON) -c "import venv, ensurepip" 2>/dev/null; then \
+		apt-get update -qq && apt-get install -y -qq python3-venv; fi
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -c constraints.txt torch
+	$(PIP) install -q -c constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+# Convert the bundled EfficientNet-Lite0 to ONNX FP32 + INT8 (calibrated on photos 0-49, parity on
+# photos 50-99), classify a few photos with each artifact, and benchmark the bundle.
+demo: setup
+	$(PY) -m edgesdk.zoo photos build/photos
+	$(VENV)/bin/edgesdk convert --factory edgesdk.zoo:efficientnet_lite0 -o build/effnet --to onnx \
+		--precision fp32,int8 --calib build/photos/calib --validate build/photos/eval --force
+	$(VENV)/bin/edgesdk run build/effnet build/photos/eval/55.jpg build/photos/eval/57.jpg build/photos/eval/58.jpg --precision fp32
+	$(VENV)/bin/edgesdk run build/effnet build/photos/eval/55.jpg build/photos/eval/57.jpg build/photos/eval/58.jpg --precision int8
+	$(VENV)/bin/edgesdk bench build/effnet --runs 100 --warmup 10 --threads 2 --json build/effnet-bench.json
+
+test: setup
+	$(PY) -m pytest -q
+
+bench: demo
+	$(PY) benchmarks/compare_onnx.py --bundle build/effnet --json build/compare_onnx.json
+
+lint: setup
+	$(VENV)/bin/ruff check edgesdk tests benchmarks
+
+clean:
+	rm -rf build $(VENV)

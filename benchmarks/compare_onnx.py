@@ -1,0 +1,137 @@
+"""Side by side on EfficientNet-Lite0, in one run: torch eager FP32, plain onnxruntime on the .onnx,
+edgesdk.Runtime on the same .onnx, and the INT8 artifact through edgesdk.Runtime.
+
+Rounds interleave the runners (this machine's speed drifts by up to 1.6x between rounds), every
+runner uses the same input and the same thread count, and the ratios are taken per round.
+Also measures INT8 top-1 agreement with FP32 on photos 50-99 (centre + 4 corner crops = 250 views).
+
+    python benchmarks/compare_onnx.py [--bundle build/effnet] [--threads 2] [--rounds 7] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def timed(fn, runs: int, warmup: int) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t0) * 1e3)
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--bundle", default="build/effnet")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--runs", type=int, default=40)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--json", dest="json_path")
+    args = ap.parse_args()
+
+    import onnxruntime as ort
+    import torch
+
+    import edgesdk
+    from edgesdk import zoo
+    from edgesdk.images import preprocess_image
+
+    bundle_dir = Path(args.bundle)
+    photos = zoo.sample_photos()
+    if not bundle_dir.exists():
+        calib, evaluation = zoo.split_photos(Path("build/photos"))
+        model = zoo.efficientnet_lite0()
+        edgesdk.convert(model, torch.randn(1, 3, 224, 224), targets=["onnx"], precisions=["fp32", "int8"],
+                        calib=calib, validation=evaluation, out=bundle_dir)
+    bundle = edgesdk.load_bundle(bundle_dir)
+    pre = bundle.preprocess
+    x = preprocess_image(photos[50], pre)
+
+    torch.set_num_threads(args.threads)
+    model = zoo.efficientnet_lite0()
+    xt = torch.from_numpy(x)
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads, so.inter_op_num_threads = args.threads, 1
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    plain = ort.InferenceSession(str(bundle_dir / bundle.artifact("onnx-fp32").file), so,
+                                 providers=["CPUExecutionProvider"])
+    in_name = plain.get_inputs()[0].name
+    rt32 = edgesdk.Runtime(bundle_dir, artifact="onnx-fp32", threads=args.threads)
+    rt8 = edgesdk.Runtime(bundle_dir, artifact="onnx-int8", threads=args.threads)
+
+    def torch_run():
+        with torch.no_grad():
+            model(xt)
+
+    runners = {
+        "torch eager FP32": torch_run,
+        "onnxruntime FP32 (plain)": lambda: plain.run(None, {in_name: x}),
+        "edgesdk.Runtime ONNX FP32": lambda: rt32.run(x),
+        "edgesdk.Runtime ONNX INT8": lambda: rt8.run(x),
+    }
+    per_round: dict[str, list[float]] = {k: [] for k in runners}
+    names = list(runners)
+    for r in range(args.rounds):
+        order = names[r % len(names):] + names[: r % len(names)]  # rotate so no runner always goes first
+        for name in order:
+            per_round[name].append(float(np.median(timed(runners[name], args.runs, args.warmup))))
+        sys.stderr.write(f"round {r + 1}/{args.rounds}: " +
+                         ", ".join(f"{n.split()[0] if n.startswith('torch') else n[-9:]} {per_round[n][-1]:.2f}"
+                                   for n in names) + "\n")
+
+    p50 = {k: float(np.median(v)) for k, v in per_round.items()}
+
+    def ratio(a: str, b: str) -> float:
+        return float(np.median(np.asarray(per_round[a]) / np.asarray(per_round[b])))
+
+    ratios = {
+        "Runtime overhead vs plain onnxruntime (FP32)": ratio("edgesdk.Runtime ONNX FP32", "onnxruntime FP32 (plain)") - 1,
+        "ONNX FP32 speed-up vs torch eager": ratio("torch eager FP32", "edgesdk.Runtime ONNX FP32"),
+        "INT8 speed-up vs ONNX FP32": ratio("edgesdk.Runtime ONNX FP32", "edgesdk.Runtime ONNX INT8"),
+    }
+
+    # Accuracy of INT8 vs FP32 on held-out photos 50-99, five views each.
+    views = [preprocess_image(p, pre, crop=c) for p in photos[50:] for c in ("c", "tl", "tr", "bl", "br")]
+    with torch.no_grad():
+        ref = np.concatenate([model(torch.from_numpy(v)).numpy() for v in views])
+    fp32 = np.concatenate([rt32.run(v) for v in views])
+    int8 = np.concatenate([rt8.run(v) for v in views])
+    cos = np.sum(ref * int8, 1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(int8, axis=1))
+    accuracy = {
+        "views": len(views),
+        "onnx_fp32_top1_agreement_vs_torch": float((fp32.argmax(1) == ref.argmax(1)).mean()),
+        "int8_top1_agreement_vs_torch_fp32": float((int8.argmax(1) == ref.argmax(1)).mean()),
+        "int8_top1_agreement_vs_onnx_fp32": float((int8.argmax(1) == fp32.argmax(1)).mean()),
+        "int8_mean_cosine": float(cos.mean()),
+    }
+
+    print(f"EfficientNet-Lite0, batch 1, {args.threads} threads, {args.rounds} interleaved rounds x {args.runs} runs")
+    print(f"{'runner':32s} {'p50 ms':>8s}")
+    for k in names:
+        print(f"{k:32s} {p50[k]:8.2f}")
+    for k, v in ratios.items():
+        print(f"{k}: {v:+.1%}" if "overhead" in k else f"{k}: {v:.2f}x")
+    print(f"INT8 top-1 agreement with torch FP32 on {len(views)} views of photos 50-99: "
+          f"{accuracy['int8_top1_agreement_vs_torch_fp32']:.1%} (vs ONNX FP32 "
+          f"{accuracy['int8_top1_agreement_vs_onnx_fp32']:.1%}), mean cosine {accuracy['int8_mean_cosine']:.4f}")
+    print(f"ONNX FP32 top-1 agreement with torch: {accuracy['onnx_fp32_top1_agreement_vs_torch']:.1%}")
+    if args.json_path:
+        Path(args.json_path).write_text(json.dumps({"p50_ms": p50, "per_round_ms": per_round, "ratios": ratios,
+                                                    "accuracy": accuracy, "threads": args.threads}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
