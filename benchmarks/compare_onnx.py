@@ -13,21 +13,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
-
-
-def timed(fn, runs: int, warmup: int) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    out = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - t0) * 1e3)
-    return out
 
 
 def main() -> int:
@@ -45,6 +33,7 @@ def main() -> int:
 
     import edgesdk
     from edgesdk import zoo
+    from edgesdk.bench import time_runs
     from edgesdk.images import preprocess_image
 
     bundle_dir = Path(args.bundle)
@@ -86,7 +75,7 @@ def main() -> int:
     for r in range(args.rounds):
         order = names[r % len(names):] + names[: r % len(names)]  # rotate so no runner always goes first
         for name in order:
-            per_round[name].append(float(np.median(timed(runners[name], args.runs, args.warmup))))
+            per_round[name].append(float(np.median(time_runs(runners[name], args.runs, args.warmup))) * 1e3)
         sys.stderr.write(f"round {r + 1}/{args.rounds}: " +
                          ", ".join(f"{n.split()[0] if n.startswith('torch') else n[-9:]} {per_round[n][-1]:.2f}"
                                    for n in names) + "\n")

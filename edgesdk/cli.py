@@ -274,12 +274,22 @@ def doctor() -> None:
         table.add_row(b.name, ", ".join(b.formats), status, details)
     results_console.print(table)
     table = Table(title="Converters")
-    for col in ("format", "precisions", "status"):
+    for col in ("format", "precisions", "status", "libraries"):
         table.add_column(col)
     for c in converters():
         ok, why = c.available()
-        table.add_row(c.name, ", ".join(c.precisions), "[green]ready[/]" if ok else f"[red]missing[/]: {why}")
+        table.add_row(c.name, ", ".join(c.precisions), "[green]ready[/]" if ok else f"[red]missing[/]: {why}",
+                      ", ".join(f"{m} {_version(m)}" for m in ("torch", *c.modules)))
     results_console.print(table)
+
+
+def _version(distribution: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return "not installed"
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -4,7 +4,6 @@ or on other providers the user asks for."""
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -53,7 +52,7 @@ class OrtSession:
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3
-        if threads:
+        if threads:  # otherwise ORT's own choice: one thread per physical core
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1
         available = ort.get_available_providers()
@@ -99,7 +98,7 @@ class OnnxRuntimeBackend(Backend):
             raise ModelLoadError(f"Model file not found: {path}")
         if path.stat().st_size == 0:
             raise ModelLoadError(f"{path} is empty; re-export the model.")
-        return OrtSession(path, threads if threads is not None else default_threads(), options.get("providers"))
+        return OrtSession(path, threads, options.get("providers"))
 
     def info(self) -> dict[str, Any]:
         info = super().info()
@@ -109,11 +108,6 @@ class OnnxRuntimeBackend(Backend):
             info["providers"] = ort.get_available_providers()
             info["device"] = ort.get_device()
         return info
-
-
-def default_threads() -> int:
-    """Physical cores where we can tell, else all logical ones: what ORT itself would choose."""
-    return os.cpu_count() or 1
 
 
 BACKEND = OnnxRuntimeBackend()
