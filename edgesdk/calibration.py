@@ -102,7 +102,12 @@ class CalibrationSet:
         files = list_images(folder)
         if not files:
             raise CalibrationError(f"No image files (.jpg, .png, ...) in {folder}.")
-        pre = preprocess or Preprocess.for_input(inputs[0])
+        pre = preprocess
+        if pre is None:
+            pre = Preprocess.for_input(inputs[0])
+            log.warning("No preprocessing given for the images in %s: assuming %s, resize %s, mean %s, std %s. "
+                        "Pass preprocess=Preprocess(...) (--mean/--std/--resize) if the model was trained "
+                        "otherwise.", folder, pre.color, pre.resize, pre.mean, pre.std)
         files = files[:max_samples] if max_samples else files
         samples = [{inputs[0].name: preprocess_image(f, pre)} for f in files]
         return cls(samples, f"images in {folder}", pre)

@@ -79,11 +79,8 @@ class TorchSource(SourceModel):
         self.description = description or type(module).__name__
         self.dynamic_batch = dynamic_batch
         names = _names(input_names, len(self.example_inputs), "input")
-        self.inputs = [
-            TensorSpec(n, (("batch",) if dynamic_batch else (int(x.shape[0]),)) + tuple(int(d) for d in x.shape[1:])
-                       if x.dim() else (), str(x.dtype).replace("torch.", ""), guess_layout(tuple(x.shape)))
-            for n, x in zip(names, self.example_inputs)
-        ]
+        self.inputs = [self._spec(n, tuple(x.shape), str(x.dtype).replace("torch.", ""))
+                       for n, x in zip(names, self.example_inputs)]
         try:
             with torch.no_grad():
                 outs = [o.detach().numpy() for o in _flatten_outputs(module(*self.example_inputs))]
@@ -94,11 +91,14 @@ class TorchSource(SourceModel):
                 "Check --input-shape / example_input."
             ) from exc
         onames = _names(output_names, len(outs), "output")
-        self.outputs = [
-            TensorSpec(n, (("batch",) if dynamic_batch and o.ndim else ()) + tuple(o.shape[1 if dynamic_batch else 0:]),
-                       str(o.dtype), None)
-            for n, o in zip(onames, outs)
-        ]
+        self.outputs = [self._spec(n, o.shape, str(o.dtype), layout=None) for n, o in zip(onames, outs)]
+
+    def _spec(self, name: str, shape: tuple[int, ...], dtype: str, layout: str | None = "guess") -> TensorSpec:
+        """A spec whose first dimension is symbolic ("batch") when exporting with a dynamic batch."""
+        dims: tuple[int | str, ...] = tuple(int(d) for d in shape)
+        if self.dynamic_batch and dims:
+            dims = ("batch", *dims[1:])
+        return TensorSpec(name, dims, dtype, guess_layout(shape) if layout == "guess" else layout)
 
     def example_feeds(self) -> dict[str, np.ndarray]:
         return {s.name: x.numpy() for s, x in zip(self.inputs, self.example_inputs)}
