@@ -20,11 +20,11 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PIP) install -q -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
 
-# Convert the bundled EfficientNet-Lite0 to ONNX FP32 + INT8 (calibrated on photos 0-49, parity on
+# Convert the bundled EfficientNet-Lite0 to ONNX and OpenVINO FP32 + INT8 (calibrated on photos 0-49, parity on
 # photos 50-99), classify a few photos with each artifact, and benchmark the bundle.
 demo: setup
 	$(PY) -m edgesdk.zoo photos build/photos
-	$(VENV)/bin/edgesdk convert --factory edgesdk.zoo:efficientnet_lite0 -o build/effnet --to onnx \
+	$(VENV)/bin/edgesdk convert --factory edgesdk.zoo:efficientnet_lite0 -o build/effnet --to onnx,openvino \
 		--precision fp32,int8 --calib build/photos/calib --validate build/photos/eval --force
 	$(VENV)/bin/edgesdk run build/effnet build/photos/eval/55.jpg build/photos/eval/57.jpg build/photos/eval/58.jpg --precision fp32
 	$(VENV)/bin/edgesdk run build/effnet build/photos/eval/55.jpg build/photos/eval/57.jpg build/photos/eval/58.jpg --precision int8

@@ -38,8 +38,9 @@ class Artifact:
     versions: dict[str, str] = field(default_factory=dict)
     parity: dict[str, Any] = field(default_factory=dict)
     quantization: dict[str, Any] = field(default_factory=dict)
-    latency_ms: float | None = None  # median measured at conversion time, on `measured_on`
-    measured_on: str | None = None
+    latency_ms: dict[str, float] = field(default_factory=dict)  # backend -> median ms at conversion
+    measured_on: str | None = None  # the machine_id those latencies were measured on
+    companions: dict[str, str] = field(default_factory=dict)  # other files it needs (e.g. .bin) -> sha256
 
     @property
     def id(self) -> str:
@@ -50,7 +51,7 @@ class Artifact:
             "id": self.id, "file": self.file, "format": self.format, "precision": self.precision,
             "layout": self.layout, "sha256": self.sha256, "size_bytes": self.size_bytes,
             "versions": self.versions, "parity": self.parity, "quantization": self.quantization,
-            "latency_ms": self.latency_ms, "measured_on": self.measured_on,
+            "latency_ms": self.latency_ms, "measured_on": self.measured_on, "companions": self.companions,
         }
 
     @classmethod
@@ -147,15 +148,17 @@ def sha256_of(path: Path) -> str:
 
 
 def verify_artifact(bundle: Bundle, artifact: Artifact) -> Path:
-    """The artifact's path, after checking it exists and its bytes match the recorded sha256."""
-    path = bundle.artifact_path(artifact)
-    if not path.is_file():
-        raise ModelLoadError(f"Artifact {artifact.file} listed in {bundle.path / MANIFEST} is missing. "
-                             "Re-convert the model.")
-    if artifact.sha256 and sha256_of(path) != artifact.sha256:
-        raise ModelLoadError(f"Artifact {path} is corrupt: its sha256 does not match the manifest. "
-                             "The file was modified or damaged; re-convert or re-copy the bundle.")
-    return path
+    """The artifact's path, after checking that it and its companion files exist and that their bytes
+    match the recorded sha256 (corrupted weights otherwise run silently on every runtime)."""
+    for name, digest in [(artifact.file, artifact.sha256), *artifact.companions.items()]:
+        path = bundle.path / name
+        if not path.is_file():
+            raise ModelLoadError(f"File {name} of artifact {artifact.id} listed in {bundle.path / MANIFEST} is "
+                                 "missing. Re-convert the model or re-copy the bundle.")
+        if digest and sha256_of(path) != digest:
+            raise ModelLoadError(f"{path} is corrupt: its sha256 does not match the manifest. The file was "
+                                 "modified or damaged; re-convert or re-copy the bundle.")
+    return bundle.artifact_path(artifact)
 
 
 def check_output_dir(out: Path, force: bool) -> None:

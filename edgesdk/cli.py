@@ -134,7 +134,7 @@ def convert(source: str | None, out: str, targets: str, precision: str, calib: s
         p = a.parity
         table.add_row(a.id, a.file, f"{a.size_bytes / 1e6:.2f} MB", f"{p.get('max_abs', float('nan')):.2e}",
                       f"{p['top1_agreement']:.1%}" if "top1_agreement" in p else "-", f"{p.get('cosine', 1):.5f}",
-                      f"{a.latency_ms:.2f}" if a.latency_ms else "-")
+                      ", ".join(f"{b} {ms:.2f}" for b, ms in a.latency_ms.items()) or "-")
     results_console.print(table)
 
 

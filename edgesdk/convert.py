@@ -106,10 +106,12 @@ def convert(
     converters = [get_converter(t) for t in targets]
     for conv in converters:
         conv.require()
-        bad = [p for p in precisions if p not in conv.precisions]
-        if bad:
-            raise ConversionError(f"{conv.name} cannot produce {', '.join(bad)}; it supports "
-                                  f"{', '.join(conv.precisions)}.")
+    # Each precision goes to every target that supports it (bf16 exists for OpenVINO only, say).
+    unsupported = [p for p in precisions if not any(p in c.precisions for c in converters)]
+    if unsupported:
+        raise ConversionError(f"No target among {', '.join(c.name for c in converters)} produces "
+                              f"{', '.join(unsupported)}: " +
+                              "; ".join(f"{c.name} supports {', '.join(c.precisions)}" for c in converters) + ".")
     step("Loading the source model")
     source = _as_source(model, example_input, dynamic_batch)
     # A model may carry its own metadata (see edgesdk.zoo); explicit arguments win.
@@ -131,32 +133,37 @@ def convert(
     artifacts: list[Artifact] = []
     with staged_dir(out_path, force) as stage:
         for conv in converters:
-            step(f"Converting to {conv.name} ({', '.join(precisions)})")
-            job = ConversionJob(source, list(precisions), stage, calibration,
+            wanted = [p for p in precisions if p in conv.precisions]
+            step(f"Converting to {conv.name} ({', '.join(wanted)})")
+            job = ConversionJob(source, wanted, stage, calibration,
                                 {**(options or {}), "dynamic_batch": dynamic_batch}, artifacts)
             for art in conv.convert(job):
                 path = stage / art.file
                 art.sha256, art.size_bytes = sha256_of(path), path.stat().st_size
-                runner = next((b for b in backends() if art.format in b.formats and b.available()[0]), None)
-                if runner is None:
+                for name in art.companions:
+                    art.companions[name] = sha256_of(stage / name)
+                    art.size_bytes += (stage / name).stat().st_size
+                runners = [b for b in backends() if art.format in b.formats and b.available()[0]]
+                if not runners:
                     log.warning("No installed backend runs %s artifacts; parity of %s not measured.",
                                 art.format, art.file)
-                else:
-                    step(f"Checking {art.file} against the source on {runner.name}")
-                    session = runner.open(path)
+                for i, runner in enumerate(runners):
+                    step(f"Checking {art.file} on {runner.name}")
+                    session = runner.open(path, precision=art.precision)
                     try:
-                        art.parity, art.latency_ms = measure_parity(session, feeds, reference)
+                        parity, art.latency_ms[runner.name] = measure_parity(session, feeds, reference)
                     finally:
                         session.close()
-                    art.parity.update(data=parity_data, backend=runner.name)
-                    art.measured_on = machine
-                    ok, why = tolerance.accepts(art.precision, art.parity)
-                    if art.precision == "fp32" and not ok:
-                        raise ConversionError(f"The {art.format} FP32 artifact does not match the source: {why} "
-                                              f"on {art.parity['samples']} samples. Nothing was written.")
-                    if not ok:
-                        log.warning("%s: %s, outside tolerance; Runtime(precision='auto') will not pick it.",
-                                    art.id, why)
+                    if i == 0:  # parity from the first backend that runs the format; the others are timed
+                        art.parity = {**parity, "data": parity_data, "backend": runner.name}
+                art.measured_on = machine
+                ok, why = tolerance.accepts(art.precision, art.parity)
+                if art.precision == "fp32" and not ok:
+                    raise ConversionError(f"The {art.format} FP32 artifact does not match the source: {why} "
+                                          f"on {art.parity['samples']} samples. Nothing was written.")
+                if not ok:
+                    log.warning("%s: %s, outside tolerance; Runtime(precision='auto') will not pick it.",
+                                art.id, why)
                 artifacts.append(art)
         bundle = Bundle(
             path=stage, inputs=source.inputs, outputs=source.outputs, artifacts=artifacts,

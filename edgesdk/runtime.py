@@ -55,7 +55,8 @@ class Runtime:
         for cand in self.ranking.candidates:
             try:
                 model_path = verify_artifact(self.bundle, cand.artifact)
-                self._session = cand.backend.open(model_path, threads=threads, **backend_options)
+                self._session = cand.backend.open(model_path, threads=threads, precision=cand.artifact.precision,
+                                                  **backend_options)
             except EdgeSDKError as exc:
                 log.warning("Could not load %s on %s (%s); trying the next candidate.", cand.artifact.file,
                             cand.backend.name, exc)

@@ -75,7 +75,7 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="session")
 def effnet_bundle(tmp_path_factory: pytest.TempPathFactory, photos: tuple[Path, Path]) -> Path:
-    """EfficientNet-Lite0 (real ImageNet weights) converted to ONNX FP32 and INT8."""
+    """EfficientNet-Lite0 (real ImageNet weights) converted to ONNX and OpenVINO, FP32 and INT8."""
     import torch
 
     import edgesdk
@@ -83,7 +83,7 @@ def effnet_bundle(tmp_path_factory: pytest.TempPathFactory, photos: tuple[Path, 
 
     calib, evaluation = photos
     out = tmp_path_factory.mktemp("bundles") / "effnet"
-    edgesdk.convert(zoo.efficientnet_lite0(), torch.zeros(1, 3, 224, 224), targets=["onnx"],
+    edgesdk.convert(zoo.efficientnet_lite0(), torch.zeros(1, 3, 224, 224), targets=["onnx", "openvino"],
                     precisions=["fp32", "int8"], calib=calib, validation=evaluation, out=out)
     return out
 

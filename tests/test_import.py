@@ -10,9 +10,9 @@ def test_import_needs_only_numpy():
 
 
 def test_missing_extra_names_the_pip_extra(tmp_path, tiny_bundle):
-    """With onnxruntime unimportable, loading an ONNX bundle says which extra to install."""
+    """With no backend for ONNX importable, loading an ONNX bundle says which extras to install."""
     code = (
-        "import sys; sys.modules['onnxruntime'] = None\n"
+        "import sys; sys.modules['onnxruntime'] = None; sys.modules['openvino'] = None\n"
         "import edgesdk\n"
         "try:\n"
         f"    edgesdk.Runtime({str(tiny_bundle)!r})\n"
@@ -20,4 +20,4 @@ def test_missing_extra_names_the_pip_extra(tmp_path, tiny_bundle):
         "    print('BackendUnavailable:', e)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert "BackendUnavailable:" in out and "edgesdk[onnx]" in out
+    assert "BackendUnavailable:" in out and "edgesdk[onnx]" in out and "edgesdk[openvino]" in out

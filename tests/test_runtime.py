@@ -92,7 +92,7 @@ def test_auto_prefers_fastest_within_tolerance(tiny_bundle, tmp_path):
 
     def set_latency(m):
         for a, ms in zip(m["artifacts"], (3.0, 2.0, 1.0)):
-            a["latency_ms"], a["measured_on"] = ms, machine
+            a["latency_ms"], a["measured_on"] = {"onnxruntime": ms}, machine
             a["parity"]["top1_agreement"] = 1.0
 
     _edit_manifest(b, set_latency)
@@ -113,7 +113,7 @@ def test_latency_from_another_machine_is_not_trusted(tiny_bundle, tmp_path):
 
     def other_machine(m):
         for a, ms in zip(m["artifacts"], (1.0, 2.0, 3.0)):
-            a["latency_ms"], a["measured_on"] = ms, "elsewhere"
+            a["latency_ms"], a["measured_on"] = {"onnxruntime": ms}, "elsewhere"
 
     _edit_manifest(b, other_machine)
     rt = edgesdk.Runtime(b)

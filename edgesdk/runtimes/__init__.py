@@ -47,6 +47,7 @@ class Backend:
     extra: str = ""  # the pip extra that installs it
     # Order of preference among precisions when no latency was measured on this machine.
     precision_preference: tuple[str, ...] = ("int8", "fp32", "fp16")
+    priority: int = 50  # tie-break between backends when nothing was measured; lower goes first
 
     def available(self) -> tuple[bool, str]:
         """(True, version) or (False, why not)."""
@@ -130,9 +131,9 @@ def rank(
 ) -> Ranking:
     """Order every (backend, artifact) pair this bundle and machine allow, best first.
 
-    precision="auto" keeps only artifacts whose recorded parity is within tolerance, then prefers the
-    lowest latency measured on this machine (recorded at conversion), else each backend's precision
-    preference. A forced artifact or precision skips the parity filter: the user asked for it."""
+    precision="auto" keeps only artifacts whose recorded parity is within tolerance, then orders the
+    pairs timed on this machine (at conversion) fastest first, then the others by each backend's
+    precision preference. A forced artifact or precision skips the parity filter: the user asked for it."""
     ranking = Ranking()
     pool = list(bundle.artifacts)
     if artifact is not None:
@@ -163,16 +164,22 @@ def rank(
                 ranking.skipped.append(f"{a.id} on {b.name}: {why}")
                 continue
             pairs.append(Candidate(b, a))
-    measured = bool(pairs) and all(c.artifact.latency_ms and c.artifact.measured_on == machine_id for c in pairs)
+    def measured_ms(c: Candidate) -> float | None:
+        if c.artifact.measured_on != machine_id:
+            return None
+        return c.artifact.latency_ms.get(c.backend.name)
 
-    def key(c: Candidate) -> tuple[float, int]:
+    def key(c: Candidate) -> tuple[int, float, int, int]:
+        ms = measured_ms(c)
         pref = c.backend.precision_preference
         order = pref.index(c.artifact.precision) if c.artifact.precision in pref else len(pref)
-        return (c.artifact.latency_ms if measured else 0.0, order)  # type: ignore[return-value]
+        # Pairs timed on this machine first, fastest first; then the rest by preference.
+        return (ms is None, ms or 0.0, order, c.backend.priority)
 
     for c in sorted(pairs, key=key):
-        c.why = (f"{c.artifact.latency_ms:.2f} ms measured here at conversion" if measured
-                 else f"{c.backend.name} prefers {' > '.join(c.backend.precision_preference)}")
+        ms = measured_ms(c)
+        c.why = (f"{ms:.2f} ms measured here at conversion" if ms is not None
+                 else f"not timed here; {c.backend.name} prefers {' > '.join(c.backend.precision_preference)}")
         ranking.candidates.append(c)
     if not ranking.candidates:
         detail = "; ".join(ranking.skipped) or "no artifact matches"
