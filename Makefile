@@ -35,6 +35,7 @@ test: setup
 
 bench: demo
 	$(PY) benchmarks/compare_onnx.py --bundle build/effnet --json build/compare_onnx.json
+	$(PY) benchmarks/compare_openvino.py --bundle build/effnet --json build/compare_openvino.json
 
 lint: setup
 	$(VENV)/bin/ruff check edgesdk tests benchmarks

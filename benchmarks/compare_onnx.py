@@ -30,22 +30,16 @@ def main() -> int:
 
     import onnxruntime as ort
     import torch
+    from common import agreement, ensure_effnet_bundle, eval_views, interleaved, ratio
 
     import edgesdk
     from edgesdk import zoo
-    from edgesdk.bench import time_runs
-    from edgesdk.images import preprocess_image
 
     bundle_dir = Path(args.bundle)
-    photos = zoo.sample_photos()
-    if not bundle_dir.exists():
-        calib, evaluation = zoo.split_photos(Path("build/photos"))
-        model = zoo.efficientnet_lite0()
-        edgesdk.convert(model, torch.randn(1, 3, 224, 224), targets=["onnx"], precisions=["fp32", "int8"],
-                        calib=calib, validation=evaluation, out=bundle_dir)
+    ensure_effnet_bundle(bundle_dir, ["onnx"])
     bundle = edgesdk.load_bundle(bundle_dir)
-    pre = bundle.preprocess
-    x = preprocess_image(photos[50], pre)
+    views = eval_views(bundle.preprocess)
+    x = views[0]
 
     torch.set_num_threads(args.threads)
     model = zoo.efficientnet_lite0()
@@ -57,8 +51,8 @@ def main() -> int:
     plain = ort.InferenceSession(str(bundle_dir / bundle.artifact("onnx-fp32").file), so,
                                  providers=["CPUExecutionProvider"])
     in_name = plain.get_inputs()[0].name
-    rt32 = edgesdk.Runtime(bundle_dir, artifact="onnx-fp32", threads=args.threads)
-    rt8 = edgesdk.Runtime(bundle_dir, artifact="onnx-int8", threads=args.threads)
+    rt32 = edgesdk.Runtime(bundle_dir, artifact="onnx-fp32", backend="onnxruntime", threads=args.threads)
+    rt8 = edgesdk.Runtime(bundle_dir, artifact="onnx-int8", backend="onnxruntime", threads=args.threads)
 
     def torch_run():
         with torch.no_grad():
@@ -70,45 +64,32 @@ def main() -> int:
         "edgesdk.Runtime ONNX FP32": lambda: rt32.run(x),
         "edgesdk.Runtime ONNX INT8": lambda: rt8.run(x),
     }
-    per_round: dict[str, list[float]] = {k: [] for k in runners}
-    names = list(runners)
-    for r in range(args.rounds):
-        order = names[r % len(names):] + names[: r % len(names)]  # rotate so no runner always goes first
-        for name in order:
-            per_round[name].append(float(np.median(time_runs(runners[name], args.runs, args.warmup))) * 1e3)
-        sys.stderr.write(f"round {r + 1}/{args.rounds}: " +
-                         ", ".join(f"{n.split()[0] if n.startswith('torch') else n[-9:]} {per_round[n][-1]:.2f}"
-                                   for n in names) + "\n")
-
+    per_round = interleaved(runners, args.rounds, args.runs, args.warmup)
     p50 = {k: float(np.median(v)) for k, v in per_round.items()}
-
-    def ratio(a: str, b: str) -> float:
-        return float(np.median(np.asarray(per_round[a]) / np.asarray(per_round[b])))
-
     ratios = {
-        "Runtime overhead vs plain onnxruntime (FP32)": ratio("edgesdk.Runtime ONNX FP32", "onnxruntime FP32 (plain)") - 1,
-        "ONNX FP32 speed-up vs torch eager": ratio("torch eager FP32", "edgesdk.Runtime ONNX FP32"),
-        "INT8 speed-up vs ONNX FP32": ratio("edgesdk.Runtime ONNX FP32", "edgesdk.Runtime ONNX INT8"),
+        "Runtime overhead vs plain onnxruntime (FP32)":
+            ratio(per_round, "edgesdk.Runtime ONNX FP32", "onnxruntime FP32 (plain)") - 1,
+        "ONNX FP32 speed-up vs torch eager": ratio(per_round, "torch eager FP32", "edgesdk.Runtime ONNX FP32"),
+        "INT8 speed-up vs ONNX FP32": ratio(per_round, "edgesdk.Runtime ONNX FP32", "edgesdk.Runtime ONNX INT8"),
     }
 
     # Accuracy of INT8 vs FP32 on held-out photos 50-99, five views each.
-    views = [preprocess_image(p, pre, crop=c) for p in photos[50:] for c in ("c", "tl", "tr", "bl", "br")]
     with torch.no_grad():
         ref = np.concatenate([model(torch.from_numpy(v)).numpy() for v in views])
     fp32 = np.concatenate([rt32.run(v) for v in views])
     int8 = np.concatenate([rt8.run(v) for v in views])
-    cos = np.sum(ref * int8, 1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(int8, axis=1))
+    agree, cos = agreement(ref, int8)
     accuracy = {
         "views": len(views),
-        "onnx_fp32_top1_agreement_vs_torch": float((fp32.argmax(1) == ref.argmax(1)).mean()),
-        "int8_top1_agreement_vs_torch_fp32": float((int8.argmax(1) == ref.argmax(1)).mean()),
-        "int8_top1_agreement_vs_onnx_fp32": float((int8.argmax(1) == fp32.argmax(1)).mean()),
-        "int8_mean_cosine": float(cos.mean()),
+        "onnx_fp32_top1_agreement_vs_torch": agreement(ref, fp32)[0],
+        "int8_top1_agreement_vs_torch_fp32": agree,
+        "int8_top1_agreement_vs_onnx_fp32": agreement(fp32, int8)[0],
+        "int8_mean_cosine": cos,
     }
 
     print(f"EfficientNet-Lite0, batch 1, {args.threads} threads, {args.rounds} interleaved rounds x {args.runs} runs")
     print(f"{'runner':32s} {'p50 ms':>8s}")
-    for k in names:
+    for k in runners:
         print(f"{k:32s} {p50[k]:8.2f}")
     for k, v in ratios.items():
         print(f"{k}: {v:+.1%}" if "overhead" in k else f"{k}: {v:.2f}x")

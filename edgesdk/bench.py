@@ -36,6 +36,8 @@ class BenchResult:
     size_bytes: int
     parity: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    execution_precision: str = ""  # what the backend computed in (OpenVINO: f32 or bf16)
+    mode: str = "latency"
 
 
 @dataclass
@@ -46,10 +48,11 @@ class BenchReport:
     threads: int | None
     results: list[BenchResult]
     machine: dict[str, Any]
+    mode: str = "latency"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "runs": self.runs, "warmup": self.warmup, "threads": self.threads,
-                "results": [asdict(r) for r in self.results], "machine": self.machine}
+        return {"model": self.model, "mode": self.mode, "runs": self.runs, "warmup": self.warmup,
+                "threads": self.threads, "results": [asdict(r) for r in self.results], "machine": self.machine}
 
 
 def _reset_peak_rss() -> bool:
@@ -108,8 +111,13 @@ def benchmark(
     artifacts: Sequence[str] | None = None,
     backend: str = "auto",
     progress: Callable[[str], None] | None = None,
+    mode: str = "latency",
 ) -> BenchReport:
-    """Benchmark every artifact of a bundle (or one model file) on every installed backend that runs it."""
+    """Benchmark every artifact of a bundle (or one model file) on every installed backend that runs it.
+
+    mode="latency" times one request at a time (the edge-device case). mode="throughput" opens each
+    backend with its throughput setting and submits all runs at once, through asynchronous requests where
+    the backend has them (OpenVINO); latencies are then per request, under load."""
     step = progress or (lambda msg: log.info("%s", msg))
     path = Path(model)
     pairs: list[tuple[str | None, str]] = []
@@ -131,7 +139,7 @@ def benchmark(
         _reset_peak_rss()
         try:
             t0 = time.perf_counter()
-            rt = Runtime(path, backend=backend_name, artifact=art_id, threads=threads)
+            rt = Runtime(path, backend=backend_name, artifact=art_id, threads=threads, mode=mode)
             load_s = time.perf_counter() - t0
         except EdgeSDKError as exc:
             log.warning("Skipping %s on %s: %s", art_id, backend_name, exc)
@@ -141,19 +149,28 @@ def benchmark(
         with rt:
             if inputs is None:
                 inputs = bench_inputs(rt)
-            times = time_runs(lambda rt=rt, feeds=inputs: rt.run_all(feeds), runs, warmup)
-            lat = percentiles(times)
             batch = rt.inputs[0].concrete_shape()[0] if rt.inputs and rt.inputs[0].shape else 1
+            if mode == "throughput":
+                rt.run_many([inputs] * max(warmup, 1))
+                t0 = time.perf_counter()
+                rt.run_many([inputs] * runs)
+                elapsed = time.perf_counter() - t0
+                lat = percentiles(rt.last_latencies_s)
+                ips = batch * runs / elapsed
+            else:
+                lat = percentiles(time_runs(lambda rt=rt, feeds=inputs: rt.run_all(feeds), runs, warmup))
+                ips = batch * 1e3 / lat["mean"]
             art = rt.artifact
             size = art.size_bytes or (rt.bundle.path / art.file).stat().st_size
             results.append(BenchResult(
                 artifact=art.id if path.is_dir() else path.name, format=art.format, backend=rt.backend,
-                precision=art.precision, latency_ms=lat, throughput_ips=batch * 1e3 / lat["mean"], load_s=load_s,
+                precision=art.precision, latency_ms=lat, throughput_ips=ips, load_s=load_s,
                 peak_rss_mb=_peak_rss_mb(), size_bytes=size, parity=art.parity,
+                execution_precision=rt.execution_precision, mode=mode,
             ))
     hw = detect()
     machine = {**hw.to_dict(), "python": platform.python_version(), "machine_id": hw.machine_id}
-    return BenchReport(str(path), runs, warmup, threads, results, machine)
+    return BenchReport(str(path), runs, warmup, threads, results, machine, mode)
 
 
 def write_csv(report: BenchReport, path: str | os.PathLike) -> None:
@@ -161,10 +178,10 @@ def write_csv(report: BenchReport, path: str | os.PathLike) -> None:
 
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["artifact", "format", "backend", "precision", "p50_ms", "p90_ms", "p99_ms", "mean_ms",
+        w.writerow(["artifact", "format", "backend", "precision", "execution_precision", "mode", "p50_ms", "p90_ms", "p99_ms", "mean_ms",
                     "throughput_ips", "load_s", "peak_rss_mb", "size_bytes", "max_abs", "top1_agreement", "error"])
         for r in report.results:
             lat = r.latency_ms
-            w.writerow([r.artifact, r.format, r.backend, r.precision, lat.get("p50"), lat.get("p90"), lat.get("p99"),
+            w.writerow([r.artifact, r.format, r.backend, r.precision, r.execution_precision, r.mode, lat.get("p50"), lat.get("p90"), lat.get("p99"),
                         lat.get("mean"), r.throughput_ips, r.load_s, r.peak_rss_mb, r.size_bytes,
                         r.parity.get("max_abs"), r.parity.get("top1_agreement"), r.error or ""])

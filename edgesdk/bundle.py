@@ -57,7 +57,10 @@ class Artifact:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Artifact:
         keys = cls.__dataclass_fields__
-        return cls(**{k: v for k, v in d.items() if k in keys})
+        art = cls(**{k: v for k, v in d.items() if k in keys})
+        if not isinstance(art.latency_ms, dict):  # early bundles kept one number, backend unknown: drop it
+            art.latency_ms, art.measured_on = {}, None
+        return art
 
 
 @dataclass

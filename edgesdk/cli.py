@@ -221,24 +221,27 @@ def run(model: str, inputs: Sequence[str], backend: str, precision: str, artifac
 @click.option("--artifact", "artifacts", multiple=True, help="Only these artifacts (repeatable).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the report as JSON.")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Write the report as CSV.")
+@click.option("--mode", type=click.Choice(["latency", "throughput"]), default="latency", show_default=True,
+              help="latency: one request at a time. throughput: the backend's throughput setting, all requests "
+              "in flight at once (OpenVINO async infer requests).")
 def bench(model: str, runs: int, warmup: int, threads: int | None, backend: str, artifacts: Sequence[str],
-          json_path: str | None, csv_path: str | None) -> None:
+          json_path: str | None, csv_path: str | None, mode: str) -> None:
     """Benchmark every artifact of MODEL on every backend that runs it."""
     from .bench import benchmark, write_csv
 
     with console.status("Benchmarking") as status:
         report = benchmark(model, runs=runs, warmup=warmup, threads=threads, artifacts=artifacts or None,
-                           backend=backend, progress=lambda m: status.update(m))
-    table = Table(title=f"{model}: {runs} runs after {warmup} warm-up, threads={threads or 'default'}")
-    for col in ("artifact", "backend", "p50 ms", "p90 ms", "p99 ms", "mean ms", "img/s", "load s", "peak RSS MB",
+                           backend=backend, progress=lambda m: status.update(m), mode=mode)
+    table = Table(title=f"{model}: {mode} mode, {runs} runs after {warmup} warm-up, threads={threads or 'default'}")
+    for col in ("artifact", "backend", "computes in", "p50 ms", "p90 ms", "p99 ms", "mean ms", "img/s", "load s", "peak RSS MB",
                 "size MB", "top-1 agree", "max abs err"):
         table.add_column(col, justify="left" if col in ("artifact", "backend") else "right")
     for r in report.results:
         if r.error:
-            table.add_row(r.artifact, r.backend, f"[red]failed: {r.error}[/]", *[""] * 9)
+            table.add_row(r.artifact, r.backend, f"[red]failed: {r.error}[/]", *[""] * 10)
             continue
         lat, p = r.latency_ms, r.parity
-        table.add_row(r.artifact, r.backend, f"{lat['p50']:.2f}", f"{lat['p90']:.2f}", f"{lat['p99']:.2f}",
+        table.add_row(r.artifact, r.backend, r.execution_precision, f"{lat['p50']:.2f}", f"{lat['p90']:.2f}", f"{lat['p99']:.2f}",
                       f"{lat['mean']:.2f}", f"{r.throughput_ips:.1f}", f"{r.load_s:.2f}",
                       f"{r.peak_rss_mb:.0f}" if r.peak_rss_mb else "-", f"{r.size_bytes / 1e6:.2f}",
                       f"{p['top1_agreement']:.1%}" if "top1_agreement" in p else "-",

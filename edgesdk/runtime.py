@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -39,10 +40,14 @@ class Runtime:
         threads: int | None = None,
         artifact: str | None = None,
         tolerance: Tolerance = Tolerance(),
+        mode: str = "latency",
         **backend_options: Any,
     ):
+        if mode not in ("latency", "throughput"):
+            raise ValueError(f"mode must be 'latency' or 'throughput', not {mode!r}")
         self.path = Path(path)
         self.threads = threads
+        self.mode = mode
         if self.path.is_dir():
             self.bundle: Bundle = load_bundle(self.path)
         elif self.path.is_file():
@@ -56,7 +61,7 @@ class Runtime:
             try:
                 model_path = verify_artifact(self.bundle, cand.artifact)
                 self._session = cand.backend.open(model_path, threads=threads, precision=cand.artifact.precision,
-                                                  **backend_options)
+                                                  mode=mode, **backend_options)
             except EdgeSDKError as exc:
                 log.warning("Could not load %s on %s (%s); trying the next candidate.", cand.artifact.file,
                             cand.backend.name, exc)
@@ -73,6 +78,7 @@ class Runtime:
         self.inputs: list[TensorSpec] = self.bundle.inputs or self._session.inputs
         self.outputs: list[TensorSpec] = self.bundle.outputs or self._session.outputs
         self._input_names = [s.name for s in self.inputs]
+        self.last_latencies_s: list[float] = []
 
     # -- what was picked ----------------------------------------------------------------------------
     @property
@@ -87,9 +93,17 @@ class Runtime:
     def preprocess(self):  # -> Preprocess | None
         return self.bundle.preprocess
 
+    @property
+    def execution_precision(self) -> str:
+        """The precision the backend really computes in (e.g. OpenVINO's bf16 vs f32), where it says;
+        otherwise the artifact's precision."""
+        reported = getattr(self._session, "execution_precision", None)
+        return str(reported) if reported else self.artifact.precision
+
     def explain(self) -> str:
         """The ranking of candidates and the reasons others were passed over."""
-        lines = [f"Running {self.artifact.id} ({self.artifact.file}) on {self.backend}."]
+        lines = [f"Running {self.artifact.id} ({self.artifact.file}) on {self.backend}, "
+                 f"executing in {self.execution_precision}, {self.mode} mode."]
         lines += [f"  {i + 1}. {c.artifact.id} on {c.backend.name}: {c.why}"
                   for i, c in enumerate(self.ranking.candidates)]
         lines += [f"  skipped: {s}" for s in self.skipped]
@@ -107,6 +121,24 @@ class Runtime:
         if self._session is None:
             raise EdgeSDKError("This Runtime is closed.")
         return self._session.run(self._feeds(inputs))
+
+    def run_many(self, batches: Sequence[Inputs]) -> list[list[np.ndarray]]:
+        """Run many independent batches; returns each one's outputs, in order. Backends with an
+        asynchronous path (OpenVINO's infer-request pool) overlap them, which pays in mode="throughput".
+        Each request's latency in seconds is left in `last_latencies_s`."""
+        if self._session is None:
+            raise EdgeSDKError("This Runtime is closed.")
+        feeds_list = [self._feeds(b) for b in batches]
+        run_many = getattr(self._session, "run_many", None)
+        if run_many is not None:
+            outputs, self.last_latencies_s = run_many(feeds_list)
+            return outputs
+        outputs, self.last_latencies_s = [], []
+        for feeds in feeds_list:
+            t0 = time.perf_counter()
+            outputs.append(self._session.run(feeds))
+            self.last_latencies_s.append(time.perf_counter() - t0)
+        return outputs
 
     def run_dict(self, inputs: Inputs) -> dict[str, np.ndarray]:
         """Outputs by name."""

@@ -51,11 +51,11 @@ def test_ir_artifacts_and_manifest(ov_bundle):
 def test_fp32_runs_in_f32_and_bf16_only_when_asked(ov_bundle):
     backend = get_backend("openvino")
     fp32 = backend.open(ov_bundle / "openvino/model.xml", precision="fp32")
-    assert fp32.config["INFERENCE_PRECISION_HINT"] == "f32" and "32" in fp32.execution_precision
+    assert fp32.config["INFERENCE_PRECISION_HINT"] == "f32" and fp32.execution_precision == "fp32"
     bf16 = backend.open(ov_bundle / "openvino/model.xml", precision="bf16")
     assert bf16.config["INFERENCE_PRECISION_HINT"] == "bf16"
     if {"avx512_bf16", "amx_bf16"} & set(detect().flags):
-        assert "bf" in bf16.execution_precision
+        assert bf16.execution_precision == "bf16"
 
 
 def test_same_outputs_from_both_backends(ov_bundle, x):
@@ -115,3 +115,43 @@ def test_corrupt_bin_in_a_bundle_falls_back(ov_bundle, tmp_path):
     (b / "edgesdk.json").write_text(json.dumps(manifest))
     rt = edgesdk.Runtime(b, backend="openvino", precision="int8")
     assert rt.artifact.id == "onnx-int8" and any("model.int8.bin" in s for s in rt.skipped)
+
+
+def test_throughput_mode_runs_async_requests_in_order(ov_bundle):
+    xs = [smooth_batch(1, (3, 32, 32), seed=s) for s in range(12)]
+    with torch.no_grad():
+        refs = [tiny_cnn()(torch.from_numpy(v)).numpy() for v in xs]
+    with edgesdk.Runtime(ov_bundle, artifact="openvino-fp32", mode="throughput") as rt:
+        assert rt._session.config["PERFORMANCE_HINT"] == "THROUGHPUT"
+        outs = rt.run_many(xs)
+        assert len(outs) == 12 and len(rt.last_latencies_s) == 12 and min(rt.last_latencies_s) > 0
+        for out, ref in zip(outs, refs):  # each result belongs to its own input, whatever finished first
+            np.testing.assert_allclose(out[0], ref, atol=1e-4)
+        with pytest.raises(InputError):
+            rt.run_many([xs[0], np.zeros((1, 3, 8, 8), np.float32)])
+    with edgesdk.Runtime(ov_bundle, artifact="onnx-fp32", backend="onnxruntime") as rt:  # the plain loop
+        assert np.allclose(rt.run_many(xs[:2])[1][0], refs[1], atol=1e-4)
+
+
+def test_explain_and_bench_report_execution_precision(ov_bundle):
+    with edgesdk.Runtime(ov_bundle, artifact="openvino-fp32") as rt:
+        assert rt.execution_precision == "fp32" and "executing in fp32" in rt.explain()
+    with edgesdk.Runtime(ov_bundle, artifact="openvino-int8") as rt:
+        assert rt.execution_precision == "int8+fp32"
+    report = edgesdk.benchmark(ov_bundle, runs=8, warmup=2, artifacts=["openvino-bf16", "openvino-fp32"],
+                               backend="openvino", mode="throughput")
+    got = {r.artifact: r for r in report.results}
+    assert report.mode == "throughput" and all(r.mode == "throughput" and r.throughput_ips > 0 for r in got.values())
+    assert got["openvino-fp32"].execution_precision == "fp32"
+    if {"avx512_bf16", "amx_bf16"} & set(detect().flags):
+        assert got["openvino-bf16"].execution_precision == "bf16"
+
+
+def test_devices(ov_bundle, x):
+    from edgesdk.errors import BackendUnavailable
+
+    with edgesdk.Runtime(ov_bundle, artifact="openvino-fp32", device="AUTO") as rt:
+        assert rt.run(x).shape == (1, 10)
+    with pytest.raises(BackendUnavailable, match="device 'NPU' is not present"):
+        get_backend("openvino").open(ov_bundle / "openvino/model.xml", device="NPU")
+    assert "CPU" in get_backend("openvino").info()["devices"]

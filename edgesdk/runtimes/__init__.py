@@ -36,6 +36,10 @@ class Session(Protocol):
 
     def close(self) -> None: ...
 
+    # Optional, found with getattr:
+    #   execution_precision: str  -- what the backend really computes in, where it can tell (OpenVINO).
+    #   run_many(feeds_list) -> (outputs per batch, latency per batch in s) -- an asynchronous path.
+
 
 class Backend:
     """Base class of a backend: say what it loads, whether it is installed, and open sessions."""
