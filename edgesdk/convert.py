@@ -18,7 +18,7 @@ from .converters import ConversionJob, get_converter
 from .errors import ConversionError
 from .hardware import detect
 from .parity import Tolerance, compare
-from .runtimes import backends
+from .runtimes import adapt, backends
 from .sources import SourceModel, from_module, load_source
 from .specs import Preprocess
 
@@ -35,9 +35,18 @@ def _as_source(model: Any, example_input: Any, dynamic_batch: bool) -> SourceMod
     if isinstance(model, (str, os.PathLike)):
         shape = tuple(np.shape(example_input)) if example_input is not None else None
         return load_source(model, input_shape=shape, dynamic_batch=dynamic_batch)
+    if _is_keras(model):
+        from .sources import KerasSource
+
+        return KerasSource(model)
     if example_input is None:
         raise ConversionError("Converting a torch module needs an example input, e.g. torch.randn(1, 3, 224, 224).")
     return from_module(model, example_input, dynamic_batch=dynamic_batch)
+
+
+def _is_keras(model: Any) -> bool:
+    """A Keras model, told without importing Keras or TensorFlow."""
+    return any(c.__module__.split(".")[0] in ("keras", "tf_keras") for c in type(model).__mro__)
 
 
 def _read_labels(labels: Sequence[str] | str | os.PathLike | None) -> list[str] | None:
@@ -149,7 +158,8 @@ def convert(
                                 art.format, art.file)
                 for i, runner in enumerate(runners):
                     step(f"Checking {art.file} on {runner.name}")
-                    session = runner.open(path, precision=art.precision)
+                    session = adapt(runner.open(path, precision=art.precision), source.inputs, source.outputs,
+                                    art.io)
                     try:
                         parity, art.latency_ms[runner.name] = measure_parity(session, feeds, reference)
                     finally:

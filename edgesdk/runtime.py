@@ -16,7 +16,7 @@ from .bundle import Artifact, Bundle, load_bundle, verify_artifact
 from .errors import EdgeSDKError, InputError, ModelLoadError
 from .hardware import detect
 from .parity import Tolerance
-from .runtimes import Backend, Ranking, Session, format_of_file, rank
+from .runtimes import Backend, Ranking, Session, adapt, format_of_file, rank
 from .specs import TensorSpec
 
 log = logging.getLogger(__name__)
@@ -60,8 +60,9 @@ class Runtime:
         for cand in self.ranking.candidates:
             try:
                 model_path = verify_artifact(self.bundle, cand.artifact)
-                self._session = cand.backend.open(model_path, threads=threads, precision=cand.artifact.precision,
-                                                  mode=mode, **backend_options)
+                session = cand.backend.open(model_path, threads=threads, precision=cand.artifact.precision,
+                                            mode=mode, **backend_options)
+                self._session = adapt(session, self.bundle.inputs, self.bundle.outputs, cand.artifact.io)
             except EdgeSDKError as exc:
                 log.warning("Could not load %s on %s (%s); trying the next candidate.", cand.artifact.file,
                             cand.backend.name, exc)

@@ -34,6 +34,10 @@ class SourceModel:
     def example_feeds(self) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
+    def export_onnx(self, path: Path, opset: int, dynamic_batch: bool = False) -> dict[str, str]:
+        """Write the model as one FP32 ONNX file at path; return the versions of the tools used."""
+        raise ConversionError(f"{type(self).__name__} cannot be exported to ONNX.")
+
 
 def _names(given: Sequence[str] | None, count: int, stem: str) -> list[str]:
     if given:
@@ -110,6 +114,14 @@ class TorchSource(SourceModel):
         with torch.no_grad():
             return [o.detach().numpy() for o in _flatten_outputs(self.module(*args))]
 
+    def export_onnx(self, path: Path, opset: int, dynamic_batch: bool = False) -> dict[str, str]:
+        import torch
+
+        from .converters.onnx import export_torch
+
+        exporter = export_torch(self, path, opset, dynamic_batch)
+        return {"torch": torch.__version__.split("+")[0], "exporter": exporter}
+
 
 class OnnxSource(SourceModel):
     """An existing ONNX file; its reference outputs come from ONNX Runtime on the file itself."""
@@ -148,6 +160,121 @@ class OnnxSource(SourceModel):
 
             self._session = open_session("onnxruntime", self.path, threads=None)
         return self._session.run(feeds)
+
+    def export_onnx(self, path: Path, opset: int, dynamic_batch: bool = False) -> dict[str, str]:
+        import onnx
+
+        from .converters.onnx import save_slim
+
+        save_slim(onnx.load(str(self.path)), path)
+        return {}
+
+
+class KerasSource(SourceModel):
+    """A Keras model (keras.Model, .keras, .h5) or a TensorFlow SavedModel folder. Keras models are
+    channels-last: their NHWC layout is the one every artifact of the bundle takes and returns."""
+
+    kind = "keras"
+
+    def __init__(self, model: Any = None, saved_model: Path | None = None, description: str = "",
+                 input_shape: Sequence[int] | None = None):
+        tf = require("tensorflow", "keras", "Converting a Keras model")
+        self.model = model
+        self.saved_model = Path(saved_model) if saved_model else None
+        self.description = description or (type(model).__name__ if model is not None else str(saved_model))
+        if model is not None:
+            tensors = list(model.inputs)
+            names = [t.name.split(":")[0] for t in tensors]
+            shapes = [tuple(t.shape) for t in tensors]
+            dtypes = [str(getattr(t.dtype, "name", t.dtype)) for t in tensors]
+        else:
+            try:
+                loaded = tf.saved_model.load(str(saved_model))
+                self._signature = loaded.signatures["serving_default"]
+            except Exception as exc:
+                raise ModelLoadError(f"{saved_model} is not a loadable SavedModel with a 'serving_default' "
+                                     f"signature ({exc.__class__.__name__}: {_first_line(exc)}).") from None
+            self._loaded = loaded  # the signature needs its object alive
+            specs = self._signature.structured_input_signature[1]
+            names = list(specs)
+            shapes = [tuple(specs[n].shape) for n in names]
+            dtypes = [specs[n].dtype.name for n in names]
+        if input_shape is not None:
+            if len(shapes) != 1:
+                raise ConversionError("--input-shape applies to single-input models only.")
+            shapes = [tuple(input_shape)]
+        shapes = [tuple(1 if (d is None and i == 0) else d for i, d in enumerate(s)) for s in shapes]
+        if any(d is None for s in shapes for d in s):
+            raise ConversionError(f"The Keras model's input shapes {shapes} have unknown sizes: give one with "
+                                  "--input-shape (e.g. 1,224,224,3).")
+        self.inputs = [TensorSpec(n, s, d, "NHWC" if len(s) == 4 else guess_layout(s))
+                       for n, s, d in zip(names, shapes, dtypes)]
+        outs = self.run(self.example_feeds())
+        self.outputs = [TensorSpec(f"output_{i}" if len(outs) > 1 else "output", o.shape, str(o.dtype), None)
+                        for i, o in enumerate(outs)]
+
+    def example_feeds(self) -> dict[str, np.ndarray]:
+        rng = np.random.default_rng(0)
+        return {s.name: rng.random(s.concrete_shape()).astype(s.dtype) for s in self.inputs}
+
+    def _call(self, *tensors: Any) -> list[Any]:
+        """Run the model on tf tensors in input order (inside or outside a tf.function)."""
+        if self.model is not None:
+            # Feed the structure the model was built with (a list for Input lists), so Keras does not warn.
+            as_list = len(tensors) > 1 or isinstance(getattr(self.model, "_inputs_struct", None), (list, tuple))
+            out = self.model(list(tensors) if as_list else tensors[0], training=False)
+        else:
+            out = self._signature(**{s.name: t for s, t in zip(self.inputs, tensors)})
+            out = [out[k] for k in sorted(out)]
+        return _flatten_outputs(out)
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return [np.asarray(o) for o in self._call(*(feeds[s.name] for s in self.inputs))]
+
+    def write_saved_model(self, folder: Path) -> Path:
+        """A SavedModel of this source for TFLiteConverter: the given folder, or a fresh export."""
+        if self.saved_model is not None:
+            return self.saved_model
+        self.model.export(str(folder), format="tf_saved_model", verbose=False)
+        return folder
+
+    def export_onnx(self, path: Path, opset: int, dynamic_batch: bool = False) -> dict[str, str]:
+        import tensorflow as tf
+
+        tf2onnx = require("tf2onnx", "keras", "Converting a Keras model to ONNX")
+        from .converters.onnx import save_slim
+
+        signature = [tf.TensorSpec((None if dynamic_batch else s.shape[0], *s.shape[1:]), s.dtype, name=s.name)
+                     for s in self.inputs]
+        function = tf.function(lambda *xs: self._call(*xs))
+        try:
+            proto, _ = tf2onnx.convert.from_function(function, input_signature=signature, opset=min(opset, 18))
+        except Exception as exc:
+            raise ConversionError(f"tf2onnx could not convert the Keras model: {_first_line(exc)}") from None
+        save_slim(proto, path)
+        return {"tensorflow": tf.__version__, "tf2onnx": tf2onnx.__version__}
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    return lines[0].strip() if lines else exc.__class__.__name__
+
+
+def from_keras(model: Any) -> KerasSource:
+    return KerasSource(model)
+
+
+def load_keras(path: Path, input_shape: Sequence[int] | None = None) -> KerasSource:
+    """A .keras / .h5 file (loaded with safe_mode: no arbitrary code from Lambda layers) or a SavedModel."""
+    if path.is_dir():
+        return KerasSource(saved_model=path, description=str(path), input_shape=input_shape)
+    keras = require("keras", "keras", f"Reading {path.name}")
+    try:
+        model = keras.models.load_model(str(path), compile=False, safe_mode=True)
+    except Exception as exc:
+        raise ModelLoadError(f"{path} is not a loadable Keras model ({exc.__class__.__name__}: {_first_line(exc)})."
+                             " Models with Lambda layers are refused (safe_mode): rebuild them in code.") from None
+    return KerasSource(model, description=str(path), input_shape=input_shape)
 
 
 def from_module(module: Any, example_input: Any, **kwargs: Any) -> TorchSource:
@@ -215,13 +342,18 @@ def load_source(
                                                        f"Factory {factory}"),
                            description=factory, dynamic_batch=dynamic_batch)
     if path is None:
-        raise ModelLoadError("Give a model file (.onnx, TorchScript .pt, torch.export .pt2) or --factory.")
+        raise ModelLoadError("Give a model file (.onnx, TorchScript .pt, torch.export .pt2, .keras, .h5, a "
+                             "SavedModel folder) or --factory.")
     p = Path(path)
+    if p.is_dir() and (p / "saved_model.pb").is_file():
+        return load_keras(p, input_shape)
     if not p.is_file():
         raise ModelLoadError(f"Model file not found: {p}")
     suffix = p.suffix.lower()
     if suffix == ".onnx":
         return OnnxSource(p, input_shape)
+    if suffix in (".keras", ".h5", ".hdf5"):
+        return load_keras(p, input_shape)
     torch = require("torch", "torch", f"Reading {p.name}")
     if suffix == ".pt2":
         try:
@@ -247,4 +379,4 @@ def load_source(
         return TorchSource(module, _example_from_shape(input_shape, f"TorchScript file {p.name}"),
                            description=str(p), dynamic_batch=dynamic_batch)
     raise ModelLoadError(f"Unknown model file type '{suffix}' ({p}). edgesdk reads .onnx, TorchScript .pt, "
-                         "torch.export .pt2, or --factory with --weights.")
+                         "torch.export .pt2, Keras .keras/.h5, a SavedModel folder, or --factory with --weights.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -10,6 +11,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # so factories like tests.models:tiny_cnn import in-process
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """edgesdk's cache (onnx2tf SavedModels) in a folder of this session's, shared by its conversions."""
+    os.environ["EDGESDK_CACHE"] = str(tmp_path_factory.mktemp("edgesdk-cache"))
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def make_scene(rng: np.random.Generator, size: int = 48) -> np.ndarray:
@@ -75,7 +83,7 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="session")
 def effnet_bundle(tmp_path_factory: pytest.TempPathFactory, photos: tuple[Path, Path]) -> Path:
-    """EfficientNet-Lite0 (real ImageNet weights) converted to ONNX and OpenVINO, FP32 and INT8."""
+    """EfficientNet-Lite0 (real ImageNet weights) converted to ONNX, OpenVINO and TFLite, FP32 and INT8."""
     import torch
 
     import edgesdk
@@ -83,9 +91,16 @@ def effnet_bundle(tmp_path_factory: pytest.TempPathFactory, photos: tuple[Path, 
 
     calib, evaluation = photos
     out = tmp_path_factory.mktemp("bundles") / "effnet"
-    edgesdk.convert(zoo.efficientnet_lite0(), torch.zeros(1, 3, 224, 224), targets=["onnx", "openvino"],
+    targets = ["onnx", "openvino"] + (["tflite"] if _has("tensorflow", "onnx2tf", "ai_edge_litert") else [])
+    edgesdk.convert(zoo.efficientnet_lite0(), torch.zeros(1, 3, 224, 224), targets=targets,
                     precisions=["fp32", "int8"], calib=calib, validation=evaluation, out=out)
     return out
+
+
+def _has(*modules: str) -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in modules)
 
 
 def smooth_batch(n: int, shape: tuple[int, ...], seed: int = 0) -> np.ndarray:

@@ -60,3 +60,19 @@ class Unexportable(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.linalg.qr(x)[0]
+
+
+def tiny_keras_cnn():
+    """A small channels-last Keras classifier (conv, depthwise, residual add, pooling, dense)."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((32, 32, 3), name="image")
+    x = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu6")(inp)
+    y = keras.layers.DepthwiseConv2D(3, padding="same")(x)
+    y = keras.layers.BatchNormalization()(y)
+    x = keras.layers.Add()([x, keras.layers.ReLU(6.0)(y)])
+    x = keras.layers.Conv2D(32, 3, strides=2, padding="same", activation="relu6")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    out = keras.layers.Dense(10)(x)
+    return keras.Model(inp, out, name="tiny_keras_cnn")

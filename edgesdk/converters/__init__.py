@@ -34,6 +34,7 @@ class Converter:
     name: str = ""  # the format name used on the CLI (--to) and in the manifest
     precisions: tuple[str, ...] = ("fp32",)
     modules: tuple[str, ...] = ()  # Python modules it needs
+    optional: tuple[str, ...] = ()  # modules some routes need (e.g. onnx2tf for torch -> TFLite); doctor lists them
     extra: str = ""
 
     def available(self) -> tuple[bool, str]:

@@ -73,11 +73,11 @@ def export_torch(source: SourceModel, path: Path, opset: int, dynamic_batch: boo
                 "PyTorch could not export the model to ONNX. " + "; ".join(errors) +
                 ". An unsupported operator usually needs a rewrite of that layer or a newer opset (--opset)."
             )
-    _save_slim(model, path)
+    save_slim(model, path)
     return exporter
 
 
-def _save_slim(model: Any, path: Path) -> None:
+def save_slim(model: Any, path: Path) -> None:
     """Simplify with onnxslim (constant folding, fusions) and save as one file."""
     import onnx
 
@@ -196,15 +196,7 @@ class OnnxConverter(Converter):
         fp32 = job.stage / "model.onnx"
         source = job.source
         opset = int(job.options.get("opset") or DEFAULT_OPSET)
-        if source.kind == "torch":
-            import torch
-
-            exporter = export_torch(source, fp32, opset, bool(job.options.get("dynamic_batch")))
-            versions.update(torch=torch.__version__.split("+")[0], exporter=exporter)
-        elif source.kind == "onnx":
-            _save_slim(onnx.load(str(source.path)), fp32)  # type: ignore[attr-defined]
-        else:
-            raise ConversionError(f"The onnx converter cannot read a {source.kind} source yet.")
+        versions.update(source.export_onnx(fp32, opset, bool(job.options.get("dynamic_batch"))))
         try:
             import onnxslim
 

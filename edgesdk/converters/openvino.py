@@ -27,21 +27,16 @@ log = logging.getLogger(__name__)
 VNNI_FLAGS = {"avx512_vnni", "avx_vnni", "amx_int8"}
 
 
-def _onnx_for(job: ConversionJob, tmp: Path) -> Path:
+def onnx_for(job: ConversionJob, tmp: Path) -> Path:
     """An FP32 ONNX file of the source: the bundle's own if made, else a fresh export."""
     made = next((a for a in job.artifacts if a.format == "onnx" and a.precision == "fp32"), None)
     if made is not None:
         return job.stage / made.file
-    if job.source.kind == "onnx":
-        return job.source.path  # type: ignore[attr-defined]
-    if job.source.kind == "torch":
-        from .onnx import DEFAULT_OPSET, export_torch
+    from .onnx import DEFAULT_OPSET
 
-        path = tmp / "model.onnx"
-        export_torch(job.source, path, int(job.options.get("opset") or DEFAULT_OPSET),
-                     bool(job.options.get("dynamic_batch")))
-        return path
-    raise ConversionError(f"The openvino converter cannot read a {job.source.kind} source yet.")
+    path = tmp / "model.onnx"
+    job.source.export_onnx(path, int(job.options.get("opset") or DEFAULT_OPSET), bool(job.options.get("dynamic_batch")))
+    return path
 
 
 def _quantize(model: Any, job: ConversionJob) -> tuple[Any, dict[str, Any]]:
@@ -87,7 +82,7 @@ class OpenVINOConverter(Converter):
         folder = job.stage / "openvino"
         folder.mkdir(exist_ok=True)
         with tempfile.TemporaryDirectory() as tmp:
-            onnx_path = _onnx_for(job, Path(tmp))
+            onnx_path = onnx_for(job, Path(tmp))
             try:
                 model = ov.convert_model(str(onnx_path))
             except Exception as exc:

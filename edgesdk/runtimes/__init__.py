@@ -104,6 +104,59 @@ def format_of_file(path: str | os.PathLike) -> str:
                          f"{', '.join(known)}, or a bundle folder made by `edgesdk convert`.")
 
 
+class AdaptedSession:
+    """A backend session seen in the source model's terms: the source's input and output names, order
+    and layout. A TFLite artifact made from a torch model is NHWC inside; its users still feed NCHW."""
+
+    def __init__(self, session: Session, inputs: list[TensorSpec], outputs: list[TensorSpec], io: dict[str, Any]):
+        self._session = session
+        self.inputs, self.outputs = inputs, outputs
+        self._in_perm = list(io.get("inputs") or [None] * len(inputs))
+        self._out_inverse = [None if p is None else list(np.argsort(p)) for p in io.get("outputs") or [None] * len(outputs)]
+        inner_in = [s.name for s in session.inputs]
+        # By name where the artifact kept the source's names, else by position.
+        self._in_names = ([s.name for s in inputs] if sorted(inner_in) == sorted(s.name for s in inputs) else inner_in)
+        inner_out = [s.name for s in session.outputs]
+        wanted = [s.name for s in outputs]
+        self._out_order = ([inner_out.index(n) for n in wanted] if sorted(inner_out) == sorted(wanted)
+                           else list(range(len(inner_out))))
+
+    def _inner_feeds(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        arrays = [feeds[s.name] for s in self.inputs]
+        return {name: (np.ascontiguousarray(a.transpose(p)) if p is not None else a)
+                for name, a, p in zip(self._in_names, arrays, self._in_perm)}
+
+    def _outer_outputs(self, outs: list[np.ndarray]) -> list[np.ndarray]:
+        ordered = [outs[i] for i in self._out_order]
+        return [o.transpose(p) if p is not None else o for o, p in zip(ordered, self._out_inverse)]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return self._outer_outputs(self._session.run(self._inner_feeds(feeds)))
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __getattr__(self, name: str) -> Any:  # execution_precision, config, run_many, ...
+        attr = getattr(self._session, name)
+        if name == "run_many":
+            def run_many(feeds_list: list[dict[str, np.ndarray]]) -> tuple[list[list[np.ndarray]], list[float]]:
+                outs, latencies = attr([self._inner_feeds(f) for f in feeds_list])
+                return [self._outer_outputs(o) for o in outs], latencies
+            return run_many
+        return attr
+
+
+def adapt(session: Session, inputs: list[TensorSpec], outputs: list[TensorSpec], io: dict[str, Any]) -> Session:
+    """The session as the source model's specs describe it; the session itself when nothing differs."""
+    if not inputs or not outputs:  # a bare model file: its own specs are the contract
+        return session
+    same_names = ([s.name for s in session.inputs] == [s.name for s in inputs] and
+                  [s.name for s in session.outputs] == [s.name for s in outputs])
+    if same_names and not any(io.get("inputs") or []) and not any(io.get("outputs") or []):
+        return session
+    return AdaptedSession(session, inputs, outputs, io)
+
+
 def open_session(backend: str, path: Path, threads: int | None = None, **options: Any) -> Session:
     b = get_backend(backend)
     b.require()
@@ -187,5 +240,7 @@ def rank(
         ranking.candidates.append(c)
     if not ranking.candidates:
         detail = "; ".join(ranking.skipped) or "no artifact matches"
-        raise BackendUnavailable(f"No backend can run any artifact of {bundle.path}: {detail}")
+        hint = (" To run an artifact outside tolerance anyway, name it: precision='int8' or artifact='...'."
+                if any("parity outside tolerance" in s for s in ranking.skipped) else "")
+        raise BackendUnavailable(f"No backend can run any artifact of {bundle.path}: {detail}.{hint}")
     return ranking

@@ -1,0 +1,203 @@
+"""TFLite backend: the LiteRT interpreter with XNNPACK on the CPU.
+
+Interpreters, in order: ai-edge-litert (the maintained successor), tflite-runtime (what some Raspberry
+Pi images carry; it does not work with numpy 2), TensorFlow's tf.lite. tflite-runtime and tf.lite
+segfault on a truncated .tflite, so a file is checked before it is loaded (flatbuffer identifier and
+size) and, with those two interpreters, first opened in a child process: a crash there is a
+ModelLoadError here. Quantized (int8/uint8) inputs and outputs are hidden: callers feed and receive
+float32, quantized with each tensor's own scale and zero point (raw=True exposes them)."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import BackendUnavailable, InputError, ModelLoadError
+from ..specs import TensorSpec, guess_layout
+from . import Backend
+
+log = logging.getLogger(__name__)
+
+#: (module, attribute path of the Interpreter class, whether it can crash on a bad file)
+INTERPRETERS = (
+    ("ai_edge_litert.interpreter", "Interpreter", False),
+    ("tflite_runtime.interpreter", "Interpreter", True),
+    ("tensorflow", "lite.Interpreter", True),
+)
+
+
+def find_interpreter(only: str | None = None) -> tuple[Any, str, bool]:
+    """(Interpreter class, module name, crashes on bad files) of the first interpreter that imports,
+    or of the one named (e.g. only="tensorflow")."""
+    reasons = []
+    for module, attr, fragile in INTERPRETERS:
+        if only and module.split(".")[0] != only:
+            continue
+        try:
+            obj: Any = importlib.import_module(module)
+            for part in attr.split("."):
+                obj = getattr(obj, part)
+            return obj, module, fragile
+        except Exception as exc:  # noqa: BLE001 - tflite-runtime raises odd errors under numpy 2
+            reasons.append(f"{module}: {exc.__class__.__name__}")
+    if only and not reasons:
+        raise BackendUnavailable(f"Unknown TFLite interpreter '{only}': choose from "
+                                 f"{', '.join(m.split('.')[0] for m, _, _ in INTERPRETERS)}.")
+    raise BackendUnavailable("No TFLite interpreter is installed (" + "; ".join(reasons) + "). "
+                             "pip install 'edgesdk[tflite]' (ai-edge-litert).")
+
+
+def check_tflite_file(path: Path) -> None:
+    """Cheap structural checks before an interpreter sees the file."""
+    if not path.is_file():
+        raise ModelLoadError(f"Model file not found: {path}")
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if size < 16 or head[4:8] != b"TFL3":
+        raise ModelLoadError(f"{path} is not a TFLite model (no TFL3 flatbuffer identifier); it may be truncated "
+                             "or another format. Re-convert it.")
+    # The flatbuffer's root table offset must point inside the file.
+    root = int.from_bytes(head[:4], "little")
+    if root >= size:
+        raise ModelLoadError(f"{path} is truncated ({size} bytes; its root table starts at byte {root}). Re-convert it.")
+
+
+_PROBE = """
+import sys
+from {module} import {name} as I
+it = I(model_path=sys.argv[1])
+it.allocate_tensors()
+"""
+
+
+def probe_in_subprocess(path: Path, module: str, attr: str) -> None:
+    """Open the file in a child process first: a segfault there is an error here, not a crash."""
+    if module == "tensorflow":
+        code = "import sys\nimport tensorflow as tf\nit = tf.lite.Interpreter(model_path=sys.argv[1])\nit.allocate_tensors()\n"
+    else:
+        code = _PROBE.format(module=module, name=attr)
+    result = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=300)
+    if result.returncode != 0:
+        why = f"signal {-result.returncode}" if result.returncode < 0 else (
+            (result.stderr.strip().splitlines() or ["exit " + str(result.returncode)])[-1])
+        raise ModelLoadError(f"{path} cannot be loaded by {module} ({why}); it may be truncated or corrupt, or use "
+                             "an operator this interpreter lacks. Re-convert it.")
+
+
+def _quant(detail: dict[str, Any]) -> tuple[float, int] | None:
+    scale, zero = detail.get("quantization", (0.0, 0))
+    return (float(scale), int(zero)) if np.dtype(detail["dtype"]) in (np.int8, np.uint8, np.int16) and scale else None
+
+
+class TFLiteSession:
+    """An interpreter with its tensors allocated, behind the Session protocol."""
+
+    interpreter = ""  # the module that runs it, e.g. "ai_edge_litert.interpreter"
+
+    def __init__(self, interpreter: Any, raw: bool = False):
+        self._it = interpreter
+        self.raw = raw
+        signatures = interpreter.get_signature_list() if hasattr(interpreter, "get_signature_list") else {}
+        if signatures:
+            key = "serving_default" if "serving_default" in signatures else next(iter(signatures))
+            runner = interpreter.get_signature_runner(key)
+            ins, outs = runner.get_input_details(), runner.get_output_details()
+            # Signature names are the model's own (the ONNX / Keras names); tensor indices do the work.
+            self._in = [(n, ins[n]) for n in signatures[key]["inputs"]]
+            self._out = [(n, outs[n]) for n in signatures[key]["outputs"]]
+        else:
+            self._in = [(d["name"], d) for d in interpreter.get_input_details()]
+            self._out = [(d["name"], d) for d in interpreter.get_output_details()]
+        self.quantized_io = {n: q for n, d in self._in + self._out if (q := _quant(d))}
+        self.inputs = [self._spec(n, d) for n, d in self._in]
+        self.outputs = [self._spec(n, d) for n, d in self._out]
+
+    def _spec(self, name: str, detail: dict[str, Any]) -> TensorSpec:
+        shape = tuple(int(v) for v in detail["shape"])
+        dtype = np.dtype(detail["dtype"]).name
+        if not self.raw and _quant(detail):
+            dtype = "float32"  # what callers exchange; the session (de)quantizes
+        return TensorSpec(name, shape, dtype, guess_layout(shape))
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        it = self._it
+        try:
+            for name, detail in self._in:
+                x = feeds[name]
+                q = None if self.raw else _quant(detail)
+                if q is not None:
+                    info = np.iinfo(detail["dtype"])
+                    x = np.clip(np.round(x / q[0] + q[1]), info.min, info.max).astype(detail["dtype"])
+                if tuple(x.shape) != tuple(detail["shape"]):
+                    raise InputError(f"Input '{name}' has shape {list(x.shape)}; the TFLite model expects "
+                                     f"{list(detail['shape'])}.")
+                it.set_tensor(detail["index"], np.ascontiguousarray(x, dtype=detail["dtype"]))
+            it.invoke()
+        except InputError:
+            raise
+        except KeyError as exc:
+            raise InputError(f"Missing input {exc}; the model takes {[n for n, _ in self._in]}.") from None
+        except (ValueError, RuntimeError) as exc:
+            raise InputError(f"TFLite rejected the inputs: {str(exc).strip().splitlines()[0]}") from None
+        outs = []
+        for _name, detail in self._out:
+            y = it.get_tensor(detail["index"])
+            q = None if self.raw else _quant(detail)
+            outs.append((y.astype(np.float32) - q[1]) * q[0] if q is not None else y.copy())
+        return outs
+
+    def close(self) -> None:
+        self._it = None
+
+
+class TFLiteBackend(Backend):
+    name = "tflite"
+    formats = ("tflite",)
+    suffixes = {".tflite": "tflite"}
+    module = "ai_edge_litert"
+    extra = "tflite"
+    precision_preference = ("int8", "fp32", "fp16")
+    priority = 60  # behind ONNX Runtime and OpenVINO on x86 when nothing was measured
+
+    def available(self) -> tuple[bool, str]:
+        try:
+            _, module, _ = find_interpreter()
+        except BackendUnavailable as exc:
+            return False, str(exc)
+        mod = importlib.import_module(module.split(".")[0])
+        return True, f"{module.split('.')[0]} {getattr(mod, '__version__', '?')}"
+
+    def open(self, path: Path, threads: int | None = None, **options: Any) -> TFLiteSession:
+        interpreter_cls, module, fragile = find_interpreter(options.get("interpreter"))
+        check_tflite_file(path)
+        if fragile or options.get("probe"):
+            probe_in_subprocess(path, module, interpreter_cls.__name__)
+        kwargs: dict[str, Any] = {"model_path": str(path)}
+        if threads:
+            kwargs["num_threads"] = int(threads)
+        try:
+            interpreter = interpreter_cls(**kwargs)  # XNNPACK is the default CPU delegate
+            interpreter.allocate_tensors()
+        except Exception as exc:  # noqa: BLE001 - interpreters raise ValueError/RuntimeError alike
+            raise ModelLoadError(f"TFLite cannot load {path}: {str(exc).strip().splitlines()[0] if str(exc) else exc}. "
+                                 "The file may be corrupt or use an unsupported operator; re-convert it.") from None
+        session = TFLiteSession(interpreter, raw=bool(options.get("raw")))
+        session.interpreter = module
+        return session
+
+    def info(self) -> dict[str, Any]:
+        info = super().info()
+        if info["available"]:
+            _, module, fragile = find_interpreter()
+            info["interpreter"] = module + (" (files probed in a subprocess first)" if fragile else "")
+        return info
+
+
+BACKEND = TFLiteBackend()
