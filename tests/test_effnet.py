@@ -64,6 +64,13 @@ def test_tflite_fp32_and_int8(effnet_bundle, photos, tmp_path):
         pytest.skip("TFLite converter not installed")
     assert arts["tflite-fp32"]["parity"]["max_abs"] <= 1e-4 and arts["tflite-fp32"]["layout"] == "NHWC"
     assert arts["tflite-int8"]["parity"]["top1_agreement"] >= 0.94  # regression guard; figures in the note
+    # One NCHW float32 photo, the same outputs from the ONNX and the (NHWC inside) TFLite artifact.
+    x = preprocess_image(photos[1] / "55.jpg", edgesdk.load_bundle(effnet_bundle).preprocess)
+    outs = {}
+    for art in ("onnx-fp32", "tflite-fp32"):
+        with edgesdk.Runtime(effnet_bundle, artifact=art) as rt:
+            outs[art] = rt.run(x)
+    np.testing.assert_allclose(outs["tflite-fp32"], outs["onnx-fp32"], atol=1e-4)
     # Full INT8 with int8 I/O from the same ONNX: onnx2tf's SavedModel comes from the cache.
     import torch
 
