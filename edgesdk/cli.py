@@ -64,8 +64,12 @@ def cli(ctx: click.Context, debug: bool, verbose: bool) -> None:
 @cli.command()
 @click.argument("source", required=False, type=click.Path())
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Bundle folder to write.")
-@click.option("--to", "targets", default="onnx", show_default=True, help="Target formats, comma-separated.")
-@click.option("--precision", default="fp32", show_default=True, help="fp32, fp16, int8; comma-separated.")
+@click.option("--to", "targets", help="Target formats, comma-separated: onnx, openvino, tflite, tensorrt "
+              "[default: onnx, or the --target preset's].")
+@click.option("--precision", help="fp32, fp16, bf16, int8; comma-separated [default: fp32, or the preset's].")
+@click.option("--target", "device", type=click.Choice(["jetson", "rpi", "android", "x86"]),
+              help="Preset formats and precisions for a device class (jetson: ONNX FP32 + TensorRT FP16/INT8; "
+              "rpi: TFLite + ONNX, FP32/INT8; android: TFLite FP32/FP16/INT8; x86: ONNX + OpenVINO, FP32/INT8).")
 @click.option("--calib", type=click.Path(exists=True), help="INT8 calibration data: image folder, .npy or .npz.")
 @click.option("--validate", type=click.Path(exists=True), help="Held-out data to measure parity on (same forms).")
 @click.option("--input-shape", help="Input shape where the source does not say, e.g. 1,3,224,224.")
@@ -90,7 +94,8 @@ def cli(ctx: click.Context, debug: bool, verbose: bool) -> None:
               help="How many of the most int8-sensitive layers 'selective' TFLite INT8 keeps in float.")
 @click.option("--tolerance", type=float, default=1e-4, show_default=True, help="Max abs error allowed for FP32.")
 @click.option("--force", is_flag=True, help="Replace an existing output folder.")
-def convert(source: str | None, out: str, targets: str, precision: str, calib: str | None, validate: str | None,
+def convert(source: str | None, out: str, targets: str | None, precision: str | None, device: str | None,
+            calib: str | None, validate: str | None,
             input_shape: str | None, factory: str | None, weights: str | None, labels: str | None,
             mean: str | None, std: str | None, resize: int | None, bgr: bool, dynamic_batch: bool,
             opset: int | None, int8_method: str, int8_float_nodes: str | None, tflite_int8: str,
@@ -125,8 +130,14 @@ def convert(source: str | None, out: str, targets: str, precision: str, calib: s
             if bgr:
                 changes["color"] = "BGR"
             preprocess = Preprocess(**{**base.to_dict(), **changes, "size": base.size})
+        from .convert import TARGET_PRESETS
+
+        preset = TARGET_PRESETS[device] if device else None
+        target_list = _csv(targets) if targets else list(preset) if preset else ["onnx"]
+        precisions: Any = _csv(precision) if precision else (
+            {t: preset.get(t, ["fp32"]) for t in target_list} if preset else ["fp32"])
         bundle = do_convert(
-            model, targets=_csv(targets), precisions=_csv(precision), calib=calib, out=out, validation=validate,
+            model, targets=target_list, precisions=precisions, calib=calib, out=out, validation=validate,
             preprocess=preprocess, labels=labels, force=force, dynamic_batch=dynamic_batch,
             tolerance=Tolerance(fp32_max_abs=tolerance),
             options={"opset": opset, "int8_method": int8_method,
@@ -262,18 +273,25 @@ def bench(model: str, runs: int, warmup: int, threads: int | None, backend: str,
 
 
 @cli.command()
-def doctor() -> None:
-    """What this machine has: Python, OS, CPU flags, backends and converters with versions."""
+@click.argument("model", required=False, type=click.Path(exists=True))
+@click.option("--autotune", is_flag=True, help="Time the top candidates for MODEL here (cached per machine).")
+@click.option("--hardware", "hardware_root", type=click.Path(exists=True, file_okay=False),
+              help="Read the hardware profile from this root folder instead of / (to see another device's ranking).")
+def doctor(model: str | None, autotune: bool, hardware_root: str | None) -> None:
+    """What this machine has (device class, CPU flags, GPUs, backends and converters with versions) and,
+    given a MODEL bundle, how the Runtime ranks its (backend, artifact) pairs here, and why."""
     import platform
 
     from .converters import converters
     from .hardware import detect
     from .runtimes import backends
 
-    hw = detect()
+    hw = detect(hardware_root or "/")
     results_console.print(f"[bold]edgesdk[/] {__import__('edgesdk').__version__} on Python {platform.python_version()}, "
               f"{hw.system} ({hw.arch})")
-    results_console.print(f"CPU: {hw.cpu_model}, {hw.cores} logical cores; flags: {', '.join(hw.flags) or 'none of note'}")
+    results_console.print(f"Device: {hw.summary()}")
+    results_console.print(f"CPU: {hw.cpu_model} ({hw.cpu_vendor or '?'}), {hw.cores} logical cores; "
+                          f"flags: {', '.join(hw.flags) or 'none of note'}")
     table = Table(title="Backends")
     for col in ("backend", "formats", "status", "details"):
         table.add_column(col)
@@ -292,6 +310,12 @@ def doctor() -> None:
         table.add_row(c.name, ", ".join(c.precisions), "[green]ready[/]" if ok else f"[red]missing[/]: {why}",
                       ", ".join(f"{m} {_version(m)}" for m in ("torch", *c.modules, *c.optional)))
     results_console.print(table)
+    if model:
+        from .runtime import Runtime
+
+        with Runtime(model, autotune=autotune, hardware=hw) as rt:
+            results_console.print(f"[bold]{model}[/]: how the Runtime ranks it here")
+            results_console.print(rt.explain(), highlight=False)
 
 
 def _version(module: str) -> str:

@@ -6,7 +6,7 @@ import datetime as _dt
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +24,19 @@ from .specs import Preprocess
 
 log = logging.getLogger(__name__)
 
+#: `--target` presets: which formats, at which precisions, a device class gets. FP32 rides along as
+#: the fallback and the reference the reduced precisions are checked against.
+TARGET_PRESETS: dict[str, dict[str, list[str]]] = {
+    "jetson": {"onnx": ["fp32"], "tensorrt": ["fp16", "int8"]},  # engines are built on the Jetson itself
+    "rpi": {"tflite": ["fp32", "int8"], "onnx": ["fp32", "int8"]},
+    "android": {"tflite": ["fp32", "fp16", "int8"]},  # fp16 for the GPU delegate
+    "x86": {"onnx": ["fp32", "int8"], "openvino": ["fp32", "int8"]},
+}
+
 #: Parity runs on at most this many samples: enough for a stable agreement figure, quick to run.
 MAX_PARITY_SAMPLES = 100
 LATENCY_RUNS = 20
+TIMING_ROUNDS = 3
 
 
 def _as_source(model: Any, example_input: Any, dynamic_batch: bool) -> SourceModel:
@@ -85,11 +95,44 @@ def measure_parity(session: Any, feeds: list[dict[str, np.ndarray]],
     return parity, float(np.median(times[3:]) * 1e3)
 
 
+def time_interleaved(stage: Path, artifacts: list[Artifact], source: SourceModel, feed: dict[str, np.ndarray],
+                     rounds: int = TIMING_ROUNDS, runs: int = LATENCY_RUNS) -> None:
+    """Re-time every (artifact, backend) pair in interleaved rounds, so the latencies the Runtime ranks by
+    were taken side by side rather than minutes apart on a machine whose speed drifts. The recorded figure
+    is the median over rounds of each round's median."""
+    sessions = {}
+    for art in artifacts:
+        for name in list(art.latency_ms):
+            backend = next(b for b in backends() if b.name == name)
+            sessions[(art.id, name)] = (art, adapt(backend.open(stage / art.file, precision=art.precision),
+                                                   source.inputs, source.outputs, art.io))
+    per_round: dict[tuple[str, str], list[float]] = {k: [] for k in sessions}
+    try:
+        keys = list(sessions)
+        for r in range(rounds):
+            for key in keys[r % len(keys):] + keys[: r % len(keys)] if keys else []:
+                session = sessions[key][1]
+                for _ in range(2):
+                    session.run(feed)
+                times = []
+                for _ in range(runs):
+                    t0 = time.perf_counter()
+                    session.run(feed)
+                    times.append(time.perf_counter() - t0)
+                per_round[key].append(float(np.median(times) * 1e3))
+    finally:
+        for _, session in sessions.values():
+            session.close()
+    for (art_id, name), values in per_round.items():
+        if values:
+            sessions[(art_id, name)][0].latency_ms[name] = float(np.median(values))
+
+
 def convert(
     model: Any,
     example_input: Any = None,
     targets: Sequence[str] = ("onnx",),
-    precisions: Sequence[str] = ("fp32",),
+    precisions: Sequence[str] | Mapping[str, Sequence[str]] = ("fp32",),
     calib: Any = None,
     out: str | os.PathLike = "build/model",
     *,
@@ -105,7 +148,8 @@ def convert(
 ) -> Bundle:
     """Convert a model to every (target, precision) asked for and write a bundle folder at `out`.
 
-    model is a torch nn.Module (with example_input), a model file path, or a SourceModel. calib is the
+    model is a torch nn.Module (with example_input), a Keras model, a model file path, or a SourceModel.
+    precisions go to every target that has them, or are given per target ({"onnx": ["fp32"], ...}). calib is the
     INT8 calibration data (image folder, .npy/.npz, array or iterable); validation, in the same forms,
     is the held-out data parity is measured on. Every artifact is run against the source; an FP32
     artifact off by more than tolerance.fp32_max_abs raises ConversionError and writes nothing."""
@@ -115,8 +159,16 @@ def convert(
     converters = [get_converter(t) for t in targets]
     for conv in converters:
         conv.require()
+    if isinstance(precisions, Mapping):
+        per_target = {t: list(precisions.get(t, ())) for t in targets}
+        bad = [f"{t} {p}" for t, ps in per_target.items() for p in ps if p not in get_converter(t).precisions]
+        if bad:
+            raise ConversionError(f"Unsupported target precisions: {', '.join(bad)}.")
+    else:
+        per_target = {c.name: [p for p in precisions if p in c.precisions] for c in converters}
     # Each precision goes to every target that supports it (bf16 exists for OpenVINO only, say).
-    unsupported = [p for p in precisions if not any(p in c.precisions for c in converters)]
+    unsupported = [] if isinstance(precisions, Mapping) else [
+        p for p in precisions if not any(p in c.precisions for c in converters)]
     if unsupported:
         raise ConversionError(f"No target among {', '.join(c.name for c in converters)} produces "
                               f"{', '.join(unsupported)}: " +
@@ -142,7 +194,9 @@ def convert(
     artifacts: list[Artifact] = []
     with staged_dir(out_path, force) as stage:
         for conv in converters:
-            wanted = [p for p in precisions if p in conv.precisions]
+            wanted = per_target[conv.name]
+            if not wanted:
+                continue
             step(f"Converting to {conv.name} ({', '.join(wanted)})")
             job = ConversionJob(source, wanted, stage, calibration,
                                 {**(options or {}), "dynamic_batch": dynamic_batch}, artifacts)
@@ -153,6 +207,10 @@ def convert(
                     art.companions[name] = sha256_of(stage / name)
                     art.size_bytes += (stage / name).stat().st_size
                 runners = [b for b in backends() if art.format in b.formats and b.available()[0]]
+                proxy = False
+                if not runners and path.suffix == ".onnx":  # e.g. TensorRT's QDQ ONNX, checked on ORT
+                    runners = [b for b in backends() if art.format in b.checks_formats and b.available()[0]][:1]
+                    proxy = bool(runners)
                 if not runners:
                     log.warning("No installed backend runs %s artifacts; parity of %s not measured.",
                                 art.format, art.file)
@@ -161,11 +219,15 @@ def convert(
                     session = adapt(runner.open(path, precision=art.precision), source.inputs, source.outputs,
                                     art.io)
                     try:
-                        parity, art.latency_ms[runner.name] = measure_parity(session, feeds, reference)
+                        parity, ms = measure_parity(session, feeds, reference)
                     finally:
                         session.close()
+                    if not proxy:  # a proxy's speed says nothing about the real backend's
+                        art.latency_ms[runner.name] = ms
                     if i == 0:  # parity from the first backend that runs the format; the others are timed
-                        art.parity = {**parity, "data": parity_data, "backend": runner.name}
+                        art.parity = {**parity, "data": parity_data,
+                                      "backend": f"{runner.name} (checks the file {art.format} builds from)"
+                                      if proxy else runner.name}
                 art.measured_on = machine
                 ok, why = tolerance.accepts(art.precision, art.parity)
                 if art.precision == "fp32" and not ok:
@@ -175,6 +237,8 @@ def convert(
                     log.warning("%s: %s, outside tolerance; Runtime(precision='auto') will not pick it.",
                                 art.id, why)
                 artifacts.append(art)
+        step("Timing every artifact on every backend, interleaved")
+        time_interleaved(stage, artifacts, source, feeds[0])
         bundle = Bundle(
             path=stage, inputs=source.inputs, outputs=source.outputs, artifacts=artifacts,
             preprocess=preprocess, labels=label_list,

@@ -14,7 +14,7 @@ import numpy as np
 
 from .bundle import Artifact, Bundle, load_bundle, verify_artifact
 from .errors import EdgeSDKError, InputError, ModelLoadError
-from .hardware import detect
+from .hardware import HardwareProfile, detect
 from .parity import Tolerance
 from .runtimes import Backend, Ranking, Session, adapt, format_of_file, rank
 from .specs import TensorSpec
@@ -41,8 +41,13 @@ class Runtime:
         artifact: str | None = None,
         tolerance: Tolerance = Tolerance(),
         mode: str = "latency",
+        autotune: bool = False,
+        hardware: HardwareProfile | str | os.PathLike | None = None,
         **backend_options: Any,
     ):
+        """autotune=True times the top candidates here for a few runs and caches the winner per
+        (bundle, machine) in the cache folder; the next load reads it. hardware is a HardwareProfile or
+        a root folder to read one from (tests present other devices this way); default: this machine."""
         if mode not in ("latency", "throughput"):
             raise ValueError(f"mode must be 'latency' or 'throughput', not {mode!r}")
         self.path = Path(path)
@@ -54,7 +59,16 @@ class Runtime:
             self.bundle = _single_file_bundle(self.path)
         else:
             raise ModelLoadError(f"No model at {self.path}: give a bundle folder or a model file.")
-        self.ranking: Ranking = rank(self.bundle, tolerance, backend, precision, artifact, detect().machine_id)
+        self.profile = hardware if isinstance(hardware, HardwareProfile) else detect(hardware or "/")
+        self.ranking: Ranking = rank(self.bundle, tolerance, backend, precision, artifact, self.profile)
+        self.autotune: dict[str, Any] | None = None
+        if autotune and self.bundle.inputs:
+            from .autotune import autotune as run_autotune
+
+            self.autotune = run_autotune(self.bundle, self.ranking, self.profile, threads,
+                                         key_extra=f"{backend}|{precision}|{artifact}|{tolerance}|{mode}")
+            measured = {(k.split("|")[1], k.split("|")[0]): v for k, v in self.autotune["ms"].items()}
+            self.ranking = rank(self.bundle, tolerance, backend, precision, artifact, self.profile, measured)
         self.skipped: list[str] = list(self.ranking.skipped)
         self._session: Session | None = None
         for cand in self.ranking.candidates:
@@ -103,8 +117,15 @@ class Runtime:
 
     def explain(self) -> str:
         """The ranking of candidates and the reasons others were passed over."""
-        lines = [f"Running {self.artifact.id} ({self.artifact.file}) on {self.backend}, "
-                 f"executing in {self.execution_precision}, {self.mode} mode."]
+        providers = getattr(self._session, "providers", None)
+        lines = [f"Running {self.artifact.id} ({self.artifact.file}) on {self.backend}"
+                 + (f" [{', '.join(providers)}]" if providers else "")
+                 + f", executing in {self.execution_precision}, {self.mode} mode.",
+                 f"Machine: {self.profile.summary()}."]
+        if self.autotune:
+            lines.append(f"Autotune ({'cached' if self.autotune['cached'] else 'measured now'}): " + ", ".join(
+                f"{k.replace('|', ' on ', 1)} {v:.2f} ms" for k, v in sorted(self.autotune["ms"].items(),
+                                                                          key=lambda kv: kv[1])))
         lines += [f"  {i + 1}. {c.artifact.id} on {c.backend.name}: {c.why}"
                   for i, c in enumerate(self.ranking.candidates)]
         lines += [f"  skipped: {s}" for s in self.skipped]

@@ -104,7 +104,8 @@ def test_full_int8_has_int8_io_and_the_runtime_hides_it(full_int8_bundle, xs):
 
 
 def test_onnx2tf_result_is_cached(tfl_bundle, tmp_path):
-    from edgesdk.converters.tflite import cache_dir, onnx_to_saved_model
+    from edgesdk.cache import cache_dir
+    from edgesdk.converters.tflite import onnx_to_saved_model
 
     # The bundle's model.onnx went through onnx2tf once; the same bytes again come from the cache,
     # without running onnx2tf (which would need the job this call does not give).

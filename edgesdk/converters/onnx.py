@@ -99,8 +99,11 @@ def _stem_convs(model: Any) -> list[str]:
     return [n.name for n in model.graph.node if n.op_type == "Conv" and n.input[0] in inputs][:1]
 
 
-def quantize_int8(fp32: Path, out: Path, job: ConversionJob) -> dict[str, Any]:
-    """Write the INT8 model; return the quantization record for the manifest."""
+def quantize_int8(fp32: Path, out: Path, job: ConversionJob, symmetric: bool = False) -> dict[str, Any]:
+    """Write the INT8 model; return the quantization record for the manifest.
+
+    symmetric=False: uint8 activations, the fast pair on x86 ONNX Runtime. symmetric=True: int8
+    activations with zero point 0, what TensorRT's explicit quantization accepts (it rejects uint8)."""
     import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -148,7 +151,7 @@ def quantize_int8(fp32: Path, out: Path, job: ConversionJob) -> dict[str, Any]:
             def get_next(self) -> dict[str, Any] | None:
                 return next(self._iter, None)
 
-        extra: dict[str, Any] = {}
+        extra: dict[str, Any] = {"ActivationSymmetric": True, "WeightSymmetric": True} if symmetric else {}
         if method == "percentile":
             calibrate_method = CalibrationMethod.Percentile
             extra["CalibPercentile"] = job.options.get("int8_percentile", DEFAULT_PERCENTILE)
@@ -161,13 +164,15 @@ def quantize_int8(fp32: Path, out: Path, job: ConversionJob) -> dict[str, Any]:
             quantize_static(
                 str(pre), str(out), Reader(),
                 quant_format=QuantFormat.QDQ, per_channel=True,
-                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,  # the fast pair on x86 ORT
+                activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8, weight_type=QuantType.QInt8,
                 calibrate_method=calibrate_method, nodes_to_exclude=exclude, extra_options=extra,
             )
         log.debug("%s", captured.getvalue())
     record: dict[str, Any] = {
-        "method": "static QDQ", "activations": "uint8 per-tensor", "weights": "int8 per-channel symmetric",
-        "calibration": f"{method}" + (f" {extra['CalibPercentile']}" if extra else ""),
+        "method": "static QDQ",
+        "activations": "int8 per-tensor symmetric" if symmetric else "uint8 per-tensor",
+        "weights": "int8 per-channel symmetric",
+        "calibration": f"{method}" + (f" {extra['CalibPercentile']}" if "CalibPercentile" in extra else ""),
         "calibration_samples": len(calib), "calibration_source": calib.source, "float_nodes": exclude,
     }
     return record

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from ..bundle import Artifact
+from ..cache import cache_dir
 from ..errors import BackendUnavailable, CalibrationError, ConversionError
 from . import ConversionJob, Converter
 
@@ -70,13 +71,6 @@ def onnx2tf_version() -> str:
             "would downgrade TensorFlow, so install it without them: pip install --no-deps onnx2tf==1.29.24 "
             "tf_keras==2.21.0 (plus pip install 'edgesdk[tflite-convert]')."
         ) from None
-
-
-def cache_dir() -> Path:
-    """edgesdk's cache folder: $EDGESDK_CACHE, else $XDG_CACHE_HOME/edgesdk or ~/.cache/edgesdk."""
-    if os.environ.get("EDGESDK_CACHE"):
-        return Path(os.environ["EDGESDK_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgesdk"
 
 
 def onnx_to_saved_model(onnx_path: Path, folder: Path, job: ConversionJob | None) -> tuple[Path, dict[str, str]]:

@@ -21,6 +21,7 @@ from ..specs import TensorSpec
 
 if TYPE_CHECKING:
     from ..bundle import Artifact, Bundle
+    from ..hardware import HardwareProfile
     from ..parity import Tolerance
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,13 @@ class Backend:
     extra: str = ""  # the pip extra that installs it
     # Order of preference among precisions when no latency was measured on this machine.
     precision_preference: tuple[str, ...] = ("int8", "fp32", "fp16")
-    priority: int = 50  # tie-break between backends when nothing was measured; lower goes first
+    # Where this backend stands on each device class (see hardware.DEVICE_CLASSES); lower goes first.
+    # Backends in the same tier (rank // 10) are ordered by what was measured on this machine, then by
+    # precision preference, then by rank. A device class not listed puts the backend last.
+    device_rank: dict[str, int] = {}
+    # Formats whose ONNX files this backend can check for accuracy at conversion when their own backend
+    # is missing (ONNX Runtime checks TensorRT's QDQ ONNX). Never used to run them.
+    checks_formats: tuple[str, ...] = ()
 
     def available(self) -> tuple[bool, str]:
         """(True, version) or (False, why not)."""
@@ -184,13 +191,21 @@ def rank(
     backend: str = "auto",
     precision: str = "auto",
     artifact: str | None = None,
-    machine_id: str | None = None,
+    profile: HardwareProfile | None = None,
+    measured: dict[tuple[str, str], float] | None = None,
 ) -> Ranking:
     """Order every (backend, artifact) pair this bundle and machine allow, best first.
 
-    precision="auto" keeps only artifacts whose recorded parity is within tolerance, then orders the
-    pairs timed on this machine (at conversion) fastest first, then the others by each backend's
-    precision preference. A forced artifact or precision skips the parity filter: the user asked for it."""
+    The device class decides the tiers: Jetson/NVIDIA put TensorRT first, then ONNX Runtime (CUDA or
+    TensorRT providers where installed); x86 puts OpenVINO and ONNX Runtime in one tier, ordered by
+    what was measured faster here; ARM boards and phones put TFLite (XNNPACK) first, then ONNX Runtime.
+    Within a tier, pairs timed on this machine (at conversion, or `measured` by autotune) go fastest
+    first, the rest by precision preference. precision="auto" keeps only artifacts whose recorded
+    parity is within tolerance; a forced artifact or precision skips that filter: the user asked."""
+    from ..hardware import detect
+
+    profile = profile or detect()
+    machine_id = profile.machine_id
     ranking = Ranking()
     pool = list(bundle.artifacts)
     if artifact is not None:
@@ -221,22 +236,27 @@ def rank(
                 ranking.skipped.append(f"{a.id} on {b.name}: {why}")
                 continue
             pairs.append(Candidate(b, a))
-    def measured_ms(c: Candidate) -> float | None:
+    def measured_ms(c: Candidate) -> tuple[float | None, str]:
+        if measured and (c.backend.name, c.artifact.id) in measured:
+            return measured[(c.backend.name, c.artifact.id)], "measured here by autotune"
         if c.artifact.measured_on != machine_id:
-            return None
-        return c.artifact.latency_ms.get(c.backend.name)
+            return None, ""
+        return c.artifact.latency_ms.get(c.backend.name), "measured here at conversion"
 
-    def key(c: Candidate) -> tuple[int, float, int, int]:
-        ms = measured_ms(c)
+    def device_rank(c: Candidate) -> int:
+        return c.backend.device_rank.get(profile.device, 99)
+
+    def key(c: Candidate) -> tuple[int, bool, float, int, int]:
+        ms, _ = measured_ms(c)
         pref = c.backend.precision_preference
         order = pref.index(c.artifact.precision) if c.artifact.precision in pref else len(pref)
-        # Pairs timed on this machine first, fastest first; then the rest by preference.
-        return (ms is None, ms or 0.0, order, c.backend.priority)
+        return (device_rank(c) // 10, ms is None, ms or 0.0, order, device_rank(c))
 
     for c in sorted(pairs, key=key):
-        ms = measured_ms(c)
-        c.why = (f"{ms:.2f} ms measured here at conversion" if ms is not None
-                 else f"not timed here; {c.backend.name} prefers {' > '.join(c.backend.precision_preference)}")
+        ms, where = measured_ms(c)
+        tier = f"tier {device_rank(c) // 10} on {profile.device}"
+        c.why = (f"{tier}; {ms:.2f} ms {where}" if ms is not None
+                 else f"{tier}; not timed here, {c.backend.name} prefers {' > '.join(c.backend.precision_preference)}")
         ranking.candidates.append(c)
     if not ranking.candidates:
         detail = "; ".join(ranking.skipped) or "no artifact matches"

@@ -56,7 +56,10 @@ class OrtSession:
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1
         available = ort.get_available_providers()
-        wanted = list(providers) if providers else ["CPUExecutionProvider"]
+        # By default every accelerator this build has (TensorRT, then CUDA on NVIDIA), then the CPU.
+        wanted = list(providers) if providers else [
+            p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider") if p in available
+        ] + ["CPUExecutionProvider"]
         missing = [p for p in wanted if p not in available]
         if missing:
             log.warning("ONNX Runtime providers %s are not available here (have %s); using the rest.", missing,
@@ -91,6 +94,10 @@ class OnnxRuntimeBackend(Backend):
     extra = "onnx"
     # On x86 CPUs the QDQ INT8 kernels are the fastest; FP16 runs through casts on the CPU provider.
     precision_preference = ("int8", "fp32", "fp16")
+    # Behind TensorRT on NVIDIA (with its CUDA/TensorRT providers where installed), beside OpenVINO on x86,
+    # behind TFLite on ARM.
+    device_rank = {"jetson": 10, "nvidia": 10, "x86": 11, "rpi": 20, "arm": 20, "android": 20}
+    checks_formats = ("tensorrt",)
 
     def open(self, path: Path, threads: int | None = None, **options: Any) -> OrtSession:
         self.require()

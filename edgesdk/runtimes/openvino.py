@@ -107,7 +107,8 @@ class OpenVINOBackend(Backend):
     module = "openvino"
     extra = "openvino"
     precision_preference = ("int8", "fp32", "fp16", "bf16")
-    priority = 40  # ahead of ONNX Runtime on x86 when nothing was measured (it is usually faster there)
+    # On x86, in ONNX Runtime's tier and ahead of it when nothing was measured (usually faster there).
+    device_rank = {"x86": 10, "nvidia": 30, "jetson": 40, "rpi": 30, "arm": 30, "android": 40}
 
     def __init__(self) -> None:
         self._core: Any = None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -164,7 +165,8 @@ class TFLiteBackend(Backend):
     module = "ai_edge_litert"
     extra = "tflite"
     precision_preference = ("int8", "fp32", "fp16")
-    priority = 60  # behind ONNX Runtime and OpenVINO on x86 when nothing was measured
+    # First on ARM boards and phones (XNNPACK); a fallback on x86 and NVIDIA hosts.
+    device_rank = {"rpi": 0, "android": 0, "arm": 0, "x86": 30, "jetson": 30, "nvidia": 40}
 
     def available(self) -> tuple[bool, str]:
         try:
@@ -179,9 +181,8 @@ class TFLiteBackend(Backend):
         check_tflite_file(path)
         if fragile or options.get("probe"):
             probe_in_subprocess(path, module, interpreter_cls.__name__)
-        kwargs: dict[str, Any] = {"model_path": str(path)}
-        if threads:
-            kwargs["num_threads"] = int(threads)
+        # Default: every core, as ONNX Runtime and OpenVINO do (LiteRT alone would use one thread).
+        kwargs: dict[str, Any] = {"model_path": str(path), "num_threads": int(threads or os.cpu_count() or 1)}
         try:
             interpreter = interpreter_cls(**kwargs)  # XNNPACK is the default CPU delegate
             interpreter.allocate_tensors()

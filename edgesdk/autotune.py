@@ -1,0 +1,81 @@
+"""Autotune: time the top-ranked (backend, artifact) pairs on this machine for a few runs and remember
+the result per (bundle, machine), so the next Runtime of the same bundle starts with the fastest pair
+without timing anything."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .cache import cache_dir
+from .errors import EdgeSDKError
+
+if TYPE_CHECKING:
+    from .bundle import Bundle
+    from .hardware import HardwareProfile
+    from .runtimes import Ranking
+
+log = logging.getLogger(__name__)
+
+CANDIDATES = 4  # how many of the ranked pairs are timed
+WARMUP, RUNS = 3, 15
+
+
+def cache_key(bundle: Bundle, profile: HardwareProfile, extra: str) -> str:
+    manifest = (bundle.path / "edgesdk.json").read_bytes()  # holds every artifact's sha256
+    return hashlib.sha256(manifest + f"|{profile.machine_id}|{extra}".encode()).hexdigest()[:24]
+
+
+def autotune(bundle: Bundle, ranking: Ranking, profile: HardwareProfile, threads: int | None,
+             key_extra: str = "") -> dict[str, Any]:
+    """{"ms": {"artifact|backend": median ms}, "cached": bool, "file": cache file}."""
+    path = cache_dir() / "autotune" / f"{cache_key(bundle, profile, key_extra)}.json"
+    try:
+        cached = json.loads(path.read_text())
+        log.info("Autotune: using the timings cached in %s", path)
+        return {**cached, "cached": True, "file": str(path)}
+    except (OSError, ValueError):
+        pass
+    from .bundle import verify_artifact
+    from .runtimes import adapt
+
+    rng = np.random.default_rng(0)
+    feeds = {s.name: rng.standard_normal(s.concrete_shape()).astype(s.dtype) for s in bundle.inputs}
+    timings: dict[str, float] = {}
+    for cand in ranking.candidates[:CANDIDATES]:
+        name = f"{cand.artifact.id}|{cand.backend.name}"
+        try:
+            session = adapt(cand.backend.open(verify_artifact(bundle, cand.artifact), threads=threads,
+                                              precision=cand.artifact.precision),
+                            bundle.inputs, bundle.outputs, cand.artifact.io)
+        except EdgeSDKError as exc:
+            log.info("Autotune: %s does not load here (%s)", name, exc)
+            continue
+        try:
+            for _ in range(WARMUP):
+                session.run(feeds)
+            times = []
+            for _ in range(RUNS):
+                t0 = time.perf_counter()
+                session.run(feeds)
+                times.append(time.perf_counter() - t0)
+            timings[name] = float(np.median(times) * 1e3)
+        finally:
+            session.close()
+    result = {"ms": timings, "machine_id": profile.machine_id, "runs": RUNS}
+    try:  # written whole (temp file, then rename): a reader never sees half a file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            json.dump(result, f)
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.warning("Autotune result not cached (%s)", exc)
+    return {**result, "cached": False, "file": str(path)}
