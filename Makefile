@@ -14,6 +14,10 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	@if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && ! $(PYTHON) -c "import venv, ensurepip" 2>/dev/null; then \
 		apt-get update -qq && apt-get install -y -qq python3-venv; fi
+	@# espeak-ng synthesizes the speech app's test audio; alsa-utils carries recorded voices.
+	@if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
+		{ ! command -v espeak-ng >/dev/null 2>&1 || [ ! -d /usr/share/sounds/alsa ]; }; then \
+		(apt-get install -y -qq espeak-ng alsa-utils || (apt-get update -qq && apt-get install -y -qq espeak-ng alsa-utils)); fi
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -c constraints.txt torch
@@ -31,6 +35,8 @@ demo: setup
 	$(VENV)/bin/edgesdk run build/effnet build/photos/eval/55.jpg build/photos/eval/57.jpg build/photos/eval/58.jpg --precision fp32
 	$(VENV)/bin/edgesdk run build/effnet build/photos/eval/55.jpg build/photos/eval/57.jpg build/photos/eval/58.jpg --precision int8
 	$(VENV)/bin/edgesdk bench build/effnet --runs 100 --warmup 10 --threads 2 --json build/effnet-bench.json
+	$(PY) -m apps.classify build/photos/eval --model build/effnet --log build/classify-latency.jsonl
+	$(PY) -m apps.speech /usr/share/sounds/alsa/Front_Center.wav /usr/share/sounds/alsa/Noise.wav --log build/speech-latency.jsonl
 
 test: setup
 	$(PY) -m pytest -q
@@ -41,7 +47,7 @@ bench: demo
 	$(PY) benchmarks/compare_tflite.py --bundle build/effnet --json build/compare_tflite.json
 
 lint: setup
-	$(VENV)/bin/ruff check edgesdk tests benchmarks
+	$(VENV)/bin/ruff check edgesdk tests benchmarks apps
 
 clean:
 	rm -rf build $(VENV)

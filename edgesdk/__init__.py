@@ -17,6 +17,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Runtime", "convert", "load_bundle", "Bundle", "benchmark", "CalibrationSet", "Preprocess", "TensorSpec", "Tolerance",
+    "LatencyLog", "top_k",
     "EdgeSDKError", "ModelLoadError", "ConversionError", "BackendUnavailable", "InputError", "CalibrationError",
 ]
 
@@ -25,6 +26,8 @@ __all__ = [
 from .bench import benchmark  # noqa: E402
 from .bundle import Bundle, load_bundle  # noqa: E402
 from .calibration import CalibrationSet  # noqa: E402
+from .classes import top_k  # noqa: E402
 from .convert import convert  # noqa: E402
+from .latency import LatencyLog  # noqa: E402
 from .parity import Tolerance  # noqa: E402
 from .runtime import Runtime  # noqa: E402

