@@ -1,0 +1,145 @@
+"""Object detection post-processing for Ultralytics-format models: letterbox pre-processing with the
+inverse box mapping, decoding of YOLOv5 [1, N, 5+nc] (with objectness) and YOLOv8/v11 [1, 4+nc, N]
+outputs, and class-aware vectorized NMS in numpy. Boxes are (x1, y1, x2, y2) in pixels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import InputError
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """How an image was fitted into the model input: scale, then padding (left, top)."""
+
+    scale: float
+    pad_x: float
+    pad_y: float
+    width: int  # original image size
+    height: int
+
+    def to_original(self, boxes: np.ndarray) -> np.ndarray:
+        """Map (x1, y1, x2, y2) boxes from model-input pixels back to the original image, clipped."""
+        out = np.asarray(boxes, np.float32).copy()
+        out[:, [0, 2]] = (out[:, [0, 2]] - self.pad_x) / self.scale
+        out[:, [1, 3]] = (out[:, [1, 3]] - self.pad_y) / self.scale
+        out[:, [0, 2]] = out[:, [0, 2]].clip(0, self.width)
+        out[:, [1, 3]] = out[:, [1, 3]].clip(0, self.height)
+        return out
+
+
+def letterbox(image: np.ndarray, size: tuple[int, int] = (640, 640), color: int = 114) -> tuple[np.ndarray, Letterbox]:
+    """Resize an HxWx3 uint8 image to fit `size` (height, width) keeping its aspect ratio, centred on a
+    gray canvas, as Ultralytics does. Returns the canvas and the mapping back."""
+    from PIL import Image
+
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise InputError(f"letterbox expects an HxWx3 image, got shape {list(image.shape)}.")
+    h, w = image.shape[:2]
+    out_h, out_w = size
+    scale = min(out_h / h, out_w / w)
+    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+    resized = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))
+    canvas = np.full((out_h, out_w, 3), color, np.uint8)
+    pad_x, pad_y = (out_w - new_w) // 2, (out_h - new_h) // 2
+    canvas[pad_y:pad_y + new_h, pad_x:pad_x + new_w] = resized
+    return canvas, Letterbox(scale, float(pad_x), float(pad_y), w, h)
+
+
+def _xywh_to_xyxy(b: np.ndarray) -> np.ndarray:
+    out = np.empty_like(b)
+    out[:, 0] = b[:, 0] - b[:, 2] / 2
+    out[:, 1] = b[:, 1] - b[:, 3] / 2
+    out[:, 2] = b[:, 0] + b[:, 2] / 2
+    out[:, 3] = b[:, 1] + b[:, 3] / 2
+    return out
+
+
+def decode(output: np.ndarray, num_classes: int | None = None, layout: str = "auto",
+           conf_threshold: float = 0.25) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(boxes xyxy [K, 4], scores [K], class ids [K]) of one image's raw output above conf_threshold.
+
+    layout "v8": [1, 4+nc, N] (YOLOv8/v11: box then class scores, no objectness);
+    layout "v5": [1, N, 5+nc] (YOLOv5: box, objectness, class scores; score = objectness x class);
+    "auto" tells them apart by the channel count when num_classes is given, else by which axis is the
+    long one (N anchors >> channels)."""
+    out = np.asarray(output, np.float32)
+    if out.ndim == 3:
+        if out.shape[0] != 1:
+            raise InputError(f"decode takes one image's output; got a batch of {out.shape[0]}.")
+        out = out[0]
+    if out.ndim != 2:
+        raise InputError(f"Expected a detection output [1, 4+nc, N] or [1, N, 5+nc], got shape {list(np.shape(output))}.")
+    if layout == "auto":  # by the channel count when the classes are known, else by the long axis (anchors)
+        if num_classes and out.shape[0] == 4 + num_classes:
+            layout = "v8"
+        elif num_classes and out.shape[1] == 5 + num_classes:
+            layout = "v5"
+        else:
+            layout = "v8" if out.shape[0] < out.shape[1] else "v5"
+    if layout == "v8":
+        rows = out.T  # [N, 4+nc]
+        expected = 4 + num_classes if num_classes else None
+        if rows.shape[1] < 5 or (expected and rows.shape[1] != expected):
+            raise InputError(f"A YOLOv8 output has 4+{num_classes or 'nc'} channels; this one has {rows.shape[1]}.")
+        class_scores = rows[:, 4:]
+    elif layout == "v5":
+        rows = out
+        expected = 5 + num_classes if num_classes else None
+        if rows.shape[1] < 6 or (expected and rows.shape[1] != expected):
+            raise InputError(f"A YOLOv5 output has 5+{num_classes or 'nc'} channels; this one has {rows.shape[1]}.")
+        class_scores = rows[:, 5:] * rows[:, 4:5]
+    else:
+        raise InputError(f"Unknown detection layout '{layout}': use v8, v5 or auto.")
+    classes = class_scores.argmax(1)
+    scores = class_scores[np.arange(len(classes)), classes]
+    keep = scores > conf_threshold
+    return _xywh_to_xyxy(rows[keep, :4]), scores[keep], classes[keep]
+
+
+def iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """IoU of one xyxy box with each of boxes."""
+    x1 = np.maximum(box[0], boxes[:, 0])
+    y1 = np.maximum(box[1], boxes[:, 1])
+    x2 = np.minimum(box[2], boxes[:, 2])
+    y2 = np.minimum(box[3], boxes[:, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return inter / np.maximum(area + areas - inter, 1e-9)
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray | None = None, iou_threshold: float = 0.45,
+        max_detections: int = 300) -> np.ndarray:
+    """Indices kept by greedy non-maximum suppression, best first. Class-aware when classes are given:
+    boxes of different classes never suppress each other (done by offsetting each class's boxes)."""
+    if len(boxes) == 0:
+        return np.zeros(0, np.int64)
+    b = np.asarray(boxes, np.float32)
+    if classes is not None:
+        b = b + (np.asarray(classes, np.float32) * (float(b.max()) + 1))[:, None]
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    keep: list[int] = []
+    while order.size and len(keep) < max_detections:
+        i = int(order[0])
+        keep.append(i)
+        if order.size == 1:
+            break
+        rest = order[1:]
+        order = rest[iou(b[i], b[rest]) <= iou_threshold]
+    return np.asarray(keep, np.int64)
+
+
+def postprocess(output: np.ndarray, lb: Letterbox | None = None, num_classes: int | None = None,
+                layout: str = "auto", conf_threshold: float = 0.25, iou_threshold: float = 0.45,
+                max_detections: int = 300) -> dict[str, np.ndarray]:
+    """decode -> class-aware NMS -> boxes in original-image pixels: {"boxes", "scores", "classes"}."""
+    boxes, scores, classes = decode(output, num_classes, layout, conf_threshold)
+    keep = nms(boxes, scores, classes, iou_threshold, max_detections)
+    boxes = boxes[keep]
+    if lb is not None:
+        boxes = lb.to_original(boxes)
+    return {"boxes": boxes, "scores": scores[keep], "classes": classes[keep]}

@@ -1,0 +1,90 @@
+"""Detection post-processing (issue 7's first part): decoding both Ultralytics layouts on known tensors,
+NMS against a plain reference, letterbox and its inverse."""
+
+import numpy as np
+import pytest
+
+from edgesdk.detect import decode, letterbox, nms, postprocess
+from edgesdk.errors import InputError
+
+
+def _v8(boxes_xywh, class_scores):
+    """[1, 4+nc, N] from per-anchor boxes and class scores."""
+    return np.concatenate([np.asarray(boxes_xywh, np.float32), np.asarray(class_scores, np.float32)], 1).T[None]
+
+
+def test_decode_v8_and_v5_known_tensors():
+    out = _v8([[50, 50, 20, 10], [100, 80, 40, 40], [10, 10, 4, 4]], [[0.9, 0.1], [0.2, 0.7], [0.1, 0.1]])
+    boxes, scores, classes = decode(out, num_classes=2)
+    np.testing.assert_allclose(boxes, [[40, 45, 60, 55], [80, 60, 120, 100]])
+    np.testing.assert_allclose(scores, [0.9, 0.7], rtol=1e-6)
+    np.testing.assert_array_equal(classes, [0, 1])
+    # YOLOv5: score = objectness x class probability
+    v5 = np.asarray([[[50, 50, 20, 10, 0.5, 0.9, 0.1], [100, 80, 40, 40, 0.9, 0.2, 0.8],
+                      [10, 10, 4, 4, 0.2, 0.9, 0.9]]], np.float32)
+    boxes, scores, classes = decode(v5, num_classes=2, layout="v5")
+    np.testing.assert_allclose(scores, [0.45, 0.72], rtol=1e-6)
+    np.testing.assert_array_equal(classes, [0, 1])
+    np.testing.assert_allclose(boxes[1], [80, 60, 120, 100])
+    # auto: a real v8 output has far more anchors than channels
+    big = np.zeros((1, 6, 8400), np.float32)
+    big[0, :4, 7] = [320, 320, 64, 64]
+    big[0, 5, 7] = 0.8
+    b, s, c = decode(big)
+    assert len(b) == 1 and c[0] == 1 and s[0] == pytest.approx(0.8)
+
+
+def test_decode_rejects_wrong_layouts():
+    with pytest.raises(InputError, match="4\\+3 channels"):
+        decode(np.zeros((1, 6, 100), np.float32), num_classes=3, layout="v8")
+    with pytest.raises(InputError, match="Expected a detection output"):
+        decode(np.zeros((10,), np.float32))
+    with pytest.raises(InputError, match="batch of 2"):
+        decode(np.zeros((2, 6, 100), np.float32))
+
+
+def _reference_nms(boxes, scores, classes, thr):
+    """The plain per-class greedy loop."""
+    keep = []
+    for c in np.unique(classes):
+        idx = [i for i in np.argsort(-scores) if classes[i] == c]
+        while idx:
+            i = idx.pop(0)
+            keep.append(i)
+            def iou(a, b):
+                iw = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+                ih = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+                inter = iw * ih
+                return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+            idx = [j for j in idx if iou(boxes[i], boxes[j]) <= thr]
+    return sorted(keep, key=lambda i: -scores[i])
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_nms_matches_the_reference(seed):
+    rng = np.random.default_rng(seed)
+    xy = rng.uniform(0, 200, (60, 2))
+    wh = rng.uniform(10, 60, (60, 2))
+    boxes = np.concatenate([xy, xy + wh], 1).astype(np.float32)
+    scores = rng.uniform(0, 1, 60).astype(np.float32)
+    classes = rng.integers(0, 3, 60)
+    assert list(nms(boxes, scores, classes, 0.45)) == _reference_nms(boxes, scores, classes, 0.45)
+    assert len(nms(boxes, scores, classes, 0.45, max_detections=5)) == 5
+    assert len(nms(boxes[:0], scores[:0])) == 0
+
+
+def test_letterbox_and_inverse_mapping():
+    image = np.zeros((300, 600, 3), np.uint8)
+    canvas, lb = letterbox(image, (640, 640))
+    assert canvas.shape == (640, 640, 3) and lb.scale == pytest.approx(640 / 600) and lb.pad_x == 0 and lb.pad_y == 160
+    assert canvas[0, 0, 0] == 114 and canvas[320, 320, 0] == 0
+    box_in_original = np.array([[60, 30, 300, 150]], np.float32)
+    in_model = box_in_original * lb.scale + np.array([lb.pad_x, lb.pad_y] * 2)
+    np.testing.assert_allclose(lb.to_original(in_model), box_in_original, atol=1e-3)
+    # end to end: one box and a duplicate of it come back as one box in original pixels
+    cx, cy = in_model[0, [0, 2]].mean(), in_model[0, [1, 3]].mean()
+    w, h = in_model[0, 2] - in_model[0, 0], in_model[0, 3] - in_model[0, 1]
+    out = _v8([[cx, cy, w, h], [cx + 1, cy, w, h]], [[0.9, 0.0], [0.8, 0.0]])
+    det = postprocess(out, lb, num_classes=2)
+    assert len(det["boxes"]) == 1
+    np.testing.assert_allclose(det["boxes"][0], box_in_original[0], atol=1e-2)
