@@ -37,6 +37,10 @@ demo: setup
 	$(VENV)/bin/edgesdk bench build/effnet --runs 100 --warmup 10 --threads 2 --json build/effnet-bench.json
 	$(PY) -m apps.classify build/photos/eval --model build/effnet --log build/classify-latency.jsonl
 	$(PY) -m apps.speech /usr/share/sounds/alsa/Front_Center.wav /usr/share/sounds/alsa/Noise.wav --log build/speech-latency.jsonl
+	$(PY) -m apps.shapes_detector scenes build/shapes-data --count 64
+	$(VENV)/bin/edgesdk convert --factory apps.shapes_detector:shapes_yolo -o build/shapes --to onnx,openvino,tflite \
+		--precision fp32,int8 --calib build/shapes-data/calib.npy --force
+	$(PY) -m apps.detect build/shapes-data/images --model build/shapes --out build/detections --log build/detect-latency.jsonl
 
 test: setup
 	$(PY) -m pytest -q
@@ -45,6 +49,7 @@ bench: demo
 	$(PY) benchmarks/compare_onnx.py --bundle build/effnet --json build/compare_onnx.json
 	$(PY) benchmarks/compare_openvino.py --bundle build/effnet --json build/compare_openvino.json
 	$(PY) benchmarks/compare_tflite.py --bundle build/effnet --json build/compare_tflite.json
+	$(PY) benchmarks/eval_detect.py --bundle build/shapes --json build/eval_detect.json
 
 lint: setup
 	$(VENV)/bin/ruff check edgesdk tests benchmarks apps

@@ -4,6 +4,7 @@ outputs, and class-aware vectorized NMS in numpy. Boxes are (x1, y1, x2, y2) in 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,6 +41,8 @@ def letterbox(image: np.ndarray, size: tuple[int, int] = (640, 640), color: int 
         raise InputError(f"letterbox expects an HxWx3 image, got shape {list(image.shape)}.")
     h, w = image.shape[:2]
     out_h, out_w = size
+    if (h, w) == (out_h, out_w):  # already the model's size: nothing to resize or pad
+        return image, Letterbox(1.0, 0.0, 0.0, w, h)
     scale = min(out_h / h, out_w / w)
     new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
     resized = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))
@@ -143,3 +146,66 @@ def postprocess(output: np.ndarray, lb: Letterbox | None = None, num_classes: in
     if lb is not None:
         boxes = lb.to_original(boxes)
     return {"boxes": boxes, "scores": scores[keep], "classes": classes[keep]}
+
+
+def embed_nms(onnx_in: str | os.PathLike, onnx_out: str | os.PathLike, iou_threshold: float = 0.45,
+              score_threshold: float = 0.25, max_per_class: int = 100) -> None:
+    """Write a copy of a YOLOv8-layout ONNX model ([1, 4+nc, N] output) with NMS inside it (ONNX's
+    NonMaxSuppression, class-aware), for runtimes that run the whole pipeline in the graph. Outputs:
+    det_boxes [K, 4] (x1, y1, x2, y2 in input pixels), det_scores [K], det_classes [K] (int64)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load(str(onnx_in))
+    if max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) < 11:
+        raise InputError("embed_nms needs an ONNX model of opset 11 or later.")
+    opset = max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    graph = model.graph
+    if len(graph.output) != 1:
+        raise InputError(f"embed_nms expects one [1, 4+nc, N] output; {onnx_in} has {len(graph.output)}.")
+    raw = graph.output[0].name
+    consts = {
+        "nms_starts_box": np.array([0], np.int64), "nms_ends_box": np.array([4], np.int64),
+        "nms_starts_cls": np.array([4], np.int64), "nms_ends_cls": np.array([1 << 30], np.int64),
+        "nms_axis2": np.array([2], np.int64), "nms_max": np.array([max_per_class], np.int64),
+        "nms_iou": np.array([iou_threshold], np.float32), "nms_score": np.array([score_threshold], np.float32),
+        "nms_zero": np.array(0, np.int64), "nms_col1": np.array([1], np.int64), "nms_col2": np.array([2], np.int64),
+        "nms_half": np.array([0.5], np.float32), "nms_zero_f": np.array(0.0, np.float32), "nms_sign": np.array([-1, -1, 1, 1], np.float32),
+    }
+    graph.initializer.extend(numpy_helper.from_array(v, k) for k, v in consts.items())
+    n = helper.make_node
+    graph.node.extend([
+        n("Transpose", [raw], ["nms_rows"], perm=[0, 2, 1]),  # [1, N, 4+nc]
+        n("Slice", ["nms_rows", "nms_starts_box", "nms_ends_box", "nms_axis2"], ["nms_xywh"]),  # [1, N, 4]
+        n("Slice", [raw, "nms_starts_cls", "nms_ends_cls", "nms_col1"], ["nms_all_scores"]),  # [1, nc, N]
+        # One label per box, its best class (as decode() and Ultralytics do): zero the other classes.
+        (n("ReduceMax", ["nms_all_scores", "nms_col1"], ["nms_best"], keepdims=1) if opset >= 18 else
+         n("ReduceMax", ["nms_all_scores"], ["nms_best"], axes=[1], keepdims=1)),
+        n("Equal", ["nms_all_scores", "nms_best"], ["nms_is_best"]),
+        n("Where", ["nms_is_best", "nms_all_scores", "nms_zero_f"], ["nms_scores"]),
+        n("NonMaxSuppression", ["nms_xywh", "nms_scores", "nms_max", "nms_iou", "nms_score"], ["nms_selected"],
+          center_point_box=1),  # [K, 3]: batch, class, box
+        n("Gather", ["nms_selected", "nms_col2"], ["nms_box_idx2d"], axis=1),
+        n("Squeeze", ["nms_box_idx2d", "nms_col1"], ["nms_box_idx"]),
+        n("Gather", ["nms_selected", "nms_col1"], ["nms_cls2d"], axis=1),
+        n("Squeeze", ["nms_cls2d", "nms_col1"], ["det_classes"]),
+        n("Gather", ["nms_xywh", "nms_zero"], ["nms_xywh0"], axis=0),  # [N, 4]
+        n("Gather", ["nms_xywh0", "nms_box_idx"], ["nms_sel_xywh"], axis=0),  # [K, 4]
+        # xyxy = (cx, cy, cx, cy) + (-w/2, -h/2, w/2, h/2)
+        n("Slice", ["nms_sel_xywh", "nms_starts_box", "nms_axis2", "nms_col1"], ["nms_cxcy"]),
+        n("Slice", ["nms_sel_xywh", "nms_axis2", "nms_ends_box", "nms_col1"], ["nms_wh"]),
+        n("Concat", ["nms_cxcy", "nms_cxcy"], ["nms_cc"], axis=1),
+        n("Concat", ["nms_wh", "nms_wh"], ["nms_ww"], axis=1),
+        n("Mul", ["nms_ww", "nms_half"], ["nms_hh"]),
+        n("Mul", ["nms_hh", "nms_sign"], ["nms_delta"]),
+        n("Add", ["nms_cc", "nms_delta"], ["det_boxes"]),
+        n("GatherND", ["nms_scores", "nms_selected"], ["det_scores"]),
+    ])
+    del graph.output[:]
+    graph.output.extend([
+        helper.make_tensor_value_info("det_boxes", TensorProto.FLOAT, ["detections", 4]),
+        helper.make_tensor_value_info("det_scores", TensorProto.FLOAT, ["detections"]),
+        helper.make_tensor_value_info("det_classes", TensorProto.INT64, ["detections"]),
+    ])
+    onnx.checker.check_model(model)
+    onnx.save(model, str(onnx_out))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -319,6 +320,8 @@ def load_factory(spec: str) -> Any:
     if ":" not in spec:
         raise ModelLoadError(f"--factory expects 'package.module:function', got '{spec}'.")
     mod_name, func_name = spec.split(":", 1)
+    if os.getcwd() not in sys.path:  # as `python -m` does: factories in the user's project import from where they run
+        sys.path.insert(0, os.getcwd())
     try:
         func = getattr(importlib.import_module(mod_name), func_name)
     except (ImportError, AttributeError) as exc:

@@ -88,3 +88,112 @@ def test_letterbox_and_inverse_mapping():
     det = postprocess(out, lb, num_classes=2)
     assert len(det["boxes"]) == 1
     np.testing.assert_allclose(det["boxes"][0], box_in_original[0], atol=1e-2)
+
+
+# -- the repo's own detector, the app, and NMS inside the ONNX graph ------------------------------------
+
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
+
+import edgesdk  # noqa: E402
+from apps import detect as detect_app  # noqa: E402
+from apps.shapes_detector import CLASSES, WEIGHTS, make_scene, shapes_yolo, to_input, write_scenes  # noqa: E402
+from edgesdk.detect import embed_nms, iou  # noqa: E402
+
+
+def _matched(det, truth, min_iou=0.5):
+    """How many true boxes have a detection of their class overlapping them by min_iou."""
+    hits = 0
+    for c, *box in truth:
+        same = det["classes"] == int(c)
+        if same.any() and iou(np.asarray(box, np.float32), det["boxes"][same]).max() >= min_iou:
+            hits += 1
+    return hits
+
+
+def test_trained_detector_finds_the_objects():
+    assert WEIGHTS.is_file() and WEIGHTS.stat().st_size < 2_000_000  # committed, under 2 MB
+    model = shapes_yolo()
+    rng = np.random.default_rng(4242)
+    found = total = 0
+    for _ in range(10):
+        image, truth = make_scene(rng)
+        with torch.no_grad():
+            out = model(torch.from_numpy(to_input(image))).numpy()
+        assert out.shape == (1, 4 + len(CLASSES), 1280)  # the YOLOv8 layout
+        det = postprocess(out, num_classes=len(CLASSES), conf_threshold=0.3)
+        found += _matched(det, truth)
+        total += len(truth)
+    assert found >= 0.85 * total, (found, total)
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shapes")
+    data = write_scenes(root / "data", 48, seed=99)
+    targets = ["onnx", "openvino"] + (["tflite"] if _has("onnx2tf", "ai_edge_litert") else [])
+    edgesdk.convert(shapes_yolo(), torch.zeros(1, 3, 256, 256), targets=targets, precisions=["fp32", "int8"],
+                    calib=data / "calib.npy", out=root / "bundle")
+    return root / "bundle", data
+
+
+def _has(*modules):
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in modules)
+
+
+def test_detect_app_on_every_artifact(shapes, tmp_path, capsys):
+    bundle, data = shapes
+    truth = json.loads((data / "boxes.json").read_text())
+    images = sorted((data / "images").glob("*.png"))[:6]
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG broken")
+    for art in [a.id for a in edgesdk.load_bundle(bundle).artifacts]:
+        out_dir = tmp_path / art
+        code = detect_app.main([*map(str, images), str(bad), "--model", str(bundle), "--artifact", art,
+                                "--out", str(out_dir), "--json", "--log", str(tmp_path / "d.jsonl")])
+        report = json.loads(capsys.readouterr().out)
+        assert code == 2 and report["artifact"] == art
+        by_name = {Path(r["input"]).name: r for r in report["results"]}
+        assert "Cannot read" in by_name["bad.png"]["error"]
+        hits = total = 0
+        for p in images:
+            det = by_name[p.name]["detections"]
+            pred = {"boxes": np.asarray([d["box"] for d in det], np.float32).reshape(-1, 4),
+                    "classes": np.asarray([CLASSES.index(d["label"]) for d in det])}
+            gt = [[CLASSES.index(t[0]), *t[1:]] for t in truth[p.name]]
+            hits += _matched(pred, gt)
+            total += len(gt)
+        assert hits >= 0.8 * total, (art, hits, total)
+        assert len(list(out_dir.glob("*.png"))) == len(images)  # boxes drawn
+        assert set(report["latency"]["stages"]) == {"decode", "preprocess", "infer", "postprocess", "draw"}
+
+
+def test_a_bare_yolo_onnx_file_and_nms_inside_the_graph(shapes, tmp_path, capsys):
+    bundle, data = shapes
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join(CLASSES))
+    image = sorted((data / "images").glob("*.png"))[0]
+    outputs = {}
+    embed_nms(bundle / "model.onnx", tmp_path / "with_nms.onnx", iou_threshold=0.45, score_threshold=0.25)
+    for name, model in (("plain", bundle / "model.onnx"), ("nms", tmp_path / "with_nms.onnx")):
+        # a model file with no manifest, as a user's own yolov8n.onnx would come
+        code = detect_app.main([str(image), "--model", str(model), "--labels", str(labels), "--json",
+                                "--log", str(tmp_path / f"{name}.jsonl")])
+        assert code == 0
+        outputs[name] = json.loads(capsys.readouterr().out)["results"][0]["detections"]
+    key = lambda d: (d["label"], d["box"])  # noqa: E731
+    assert sorted(outputs["plain"], key=key) == sorted(outputs["nms"], key=key) and outputs["plain"]
+
+
+def test_wrong_output_layout_is_a_clear_error(tiny_bundle, tmp_path, capsys):
+    image = tmp_path / "x.png"
+    from PIL import Image
+
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(image)
+    code = detect_app.main([str(image), "--model", str(tiny_bundle), "--artifact", "onnx-fp32", "--json",
+                            "--log", str(tmp_path / "x.jsonl")])
+    assert code == 1 and "YOLOv8 output has 4+" in capsys.readouterr().err

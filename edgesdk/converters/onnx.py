@@ -99,6 +99,31 @@ def _stem_convs(model: Any) -> list[str]:
     return [n.name for n in model.graph.node if n.op_type == "Conv" and n.input[0] in inputs][:1]
 
 
+WEIGHTED_OPS = {"Conv", "ConvTranspose", "MatMul", "Gemm"}
+
+
+def output_tail(model: Any) -> list[str]:
+    """Nodes after the last weighted layer on every path to the outputs: the cheap element-wise tail
+    (a detector's box decoding, sigmoid, concat of pixel boxes with probabilities). One int8 scale across
+    boxes in pixels and scores in [0, 1] would round every score to 0 or 1, so the tail stays in float."""
+    consumers: dict[str, list[Any]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    feeds_weighted: dict[str, bool] = {}
+
+    def reaches_weighted(node: Any) -> bool:
+        if node.name in feeds_weighted:
+            return feeds_weighted[node.name]
+        feeds_weighted[node.name] = False  # guard against cycles (none in a valid graph)
+        result = any(c.op_type in WEIGHTED_OPS or reaches_weighted(c) for out in node.output
+                     for c in consumers.get(out, []))
+        feeds_weighted[node.name] = result
+        return result
+
+    return [n.name for n in model.graph.node if n.op_type not in WEIGHTED_OPS and not reaches_weighted(n)]
+
+
 def quantize_int8(fp32: Path, out: Path, job: ConversionJob, symmetric: bool = False) -> dict[str, Any]:
     """Write the INT8 model; return the quantization record for the manifest.
 
@@ -130,10 +155,11 @@ def quantize_int8(fp32: Path, out: Path, job: ConversionJob, symmetric: bool = F
         )
     calib.check_representative()
     method = job.options.get("int8_method") or "minmax"
-    # Nodes kept in float: by default the stem conv; options["int8_float_nodes"] lists others (or none).
+    # Nodes kept in float: by default the stem conv and the output tail; options["int8_float_nodes"] lists
+    # others (or none).
     exclude = job.options.get("int8_float_nodes")
-    if exclude is None:
-        exclude = _stem_convs(model)
+    if exclude is None:  # default: the stem conv and the element-wise output tail stay in float
+        exclude = _stem_convs(model) + output_tail(model)
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"
         try:

@@ -39,7 +39,7 @@ def onnx_for(job: ConversionJob, tmp: Path) -> Path:
     return path
 
 
-def _quantize(model: Any, job: ConversionJob) -> tuple[Any, dict[str, Any]]:
+def _quantize(model: Any, job: ConversionJob, tail: list[str]) -> tuple[Any, dict[str, Any]]:
     import nncf
 
     calib = job.calibration
@@ -50,8 +50,10 @@ def _quantize(model: Any, job: ConversionJob) -> tuple[Any, dict[str, Any]]:
     overflow = job.options.get("int8_overflow_fix", "auto")
     if overflow == "auto":
         overflow = "disable" if VNNI_FLAGS & set(detect().flags) else "first_layer"
-    # OpenVINO op names to keep in float (none by default: ignoring the stem conv bought nothing here).
-    ignored = list(job.options.get("openvino_float_nodes") or [])
+    # OpenVINO op names to keep in float. Default: the element-wise output tail (a detector's box
+    # decoding; OpenVINO keeps the ONNX node names), not the stem conv (that bought nothing here).
+    given = job.options.get("openvino_float_nodes")
+    ignored = list(given) if given is not None else list(tail)
     params = nncf.AdvancedQuantizationParameters(overflow_fix=nncf.OverflowFix(overflow))
     captured = io.StringIO()  # nncf draws progress bars on stdout
     with contextlib.redirect_stdout(captured):
@@ -83,6 +85,11 @@ class OpenVINOConverter(Converter):
         folder.mkdir(exist_ok=True)
         with tempfile.TemporaryDirectory() as tmp:
             onnx_path = onnx_for(job, Path(tmp))
+            import onnx
+
+            from .onnx import output_tail
+
+            tail = output_tail(onnx.load(str(onnx_path), load_external_data=False))
             try:
                 model = ov.convert_model(str(onnx_path))
             except Exception as exc:
@@ -110,7 +117,7 @@ class OpenVINOConverter(Converter):
                     import nncf
 
                     versions["nncf"] = nncf.__version__
-                quantized, quant = _quantize(model, job)
+                quantized, quant = _quantize(model, job, tail)
                 file = save(quantized, "model.int8", compress=False)
             else:
                 raise ConversionError(f"OpenVINO has no precision '{precision}'; choose from {self.precisions}.")

@@ -20,6 +20,7 @@ one of two forms (option tflite_int8):
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import logging
 import os
@@ -194,8 +195,11 @@ def _quiet_convert(converter: Any) -> bytes:
         return converter.convert()
 
 
-def quantize_int8(saved_model: Path, job: ConversionJob, perms: list[Any]) -> tuple[bytes, dict[str, Any]]:
+def quantize_int8(saved_model: Path, job: ConversionJob, perms: list[Any], fp32_model: bytes = b""
+                  ) -> tuple[bytes, dict[str, Any]]:
     import tensorflow as tf
+
+    tail = output_tail(fp32_model) if fp32_model else []
 
     dataset = _representative(job, perms)
     mode = job.options.get("tflite_int8", "selective")
@@ -225,8 +229,12 @@ def quantize_int8(saved_model: Path, job: ConversionJob, perms: list[Any]) -> tu
                 debugger.run()
                 buf = io.StringIO()
                 debugger.layer_statistics_dump(buf)
-                ranked = _rank_layers(buf.getvalue())
+                rows = _layer_rows(buf.getvalue())
+                ranked = sorted(rows, key=lambda r: r["score"], reverse=True)
                 deny = [r["tensor_name"] for r in ranked[:wanted]]
+                # The element-wise tail after the last weighted layer (a detector's box decoding and the
+                # concat of pixel boxes with scores) stays in float: one int8 scale cannot hold both.
+                deny += [t for t in tail if t not in deny]
                 record["sensitivity"] = [{"op": r["op_name"], "tensor": r["tensor_name"],
                                           "rmse_over_scale": round(r["score"], 4)} for r in ranked[:8]]
             else:
@@ -241,8 +249,12 @@ def quantize_int8(saved_model: Path, job: ConversionJob, perms: list[Any]) -> tu
     return data, record
 
 
-def _rank_layers(csv_text: str) -> list[dict[str, Any]]:
-    """Layers by int8 error relative to their quantization step, largest first."""
+WEIGHTED_TFLITE_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "BATCH_MATMUL"}
+
+
+def _layer_rows(csv_text: str) -> list[dict[str, Any]]:
+    """The debugger's per-layer statistics in model order, each with its int8 error relative to its
+    quantization step (score)."""
     import csv
 
     rows = []
@@ -253,7 +265,40 @@ def _rank_layers(csv_text: str) -> list[dict[str, Any]]:
             continue
         if scale > 0 and np.isfinite(mse):
             rows.append({**row, "score": float(np.sqrt(mse) / scale)})
-    return sorted(rows, key=lambda r: r["score"], reverse=True)
+    return rows
+
+
+def output_tail(tflite_model: bytes) -> list[str]:
+    """Output tensor names of the ops from which no weighted op (conv, fully connected) is reachable:
+    the element-wise tail, read from the float model's graph (ops listed without XNNPACK fusing them)."""
+    from ..runtimes.tflite import find_interpreter
+
+    interpreter_cls, module, _ = find_interpreter()
+    try:
+        resolver = importlib.import_module(module).OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        it = interpreter_cls(model_content=tflite_model, experimental_op_resolver_type=resolver)
+        it.allocate_tensors()
+        ops = it._get_ops_details()  # noqa: SLF001 - the interpreter's only graph listing
+        names = {d["index"]: d["name"] for d in it.get_tensor_details()}
+    except Exception as exc:  # noqa: BLE001 - an interpreter without these gets no tail exclusion
+        log.debug("Could not list the TFLite graph (%s); the output tail is quantized too.", exc)
+        return []
+    consumers: dict[int, list[dict[str, Any]]] = {}
+    for op in ops:
+        for t in op["inputs"]:
+            consumers.setdefault(int(t), []).append(op)
+    memo: dict[int, bool] = {}
+
+    def reaches_weighted(op: dict[str, Any]) -> bool:
+        key = int(op["index"])
+        if key not in memo:
+            memo[key] = False
+            memo[key] = any(c["op_name"] in WEIGHTED_TFLITE_OPS or reaches_weighted(c)
+                            for t in op["outputs"] for c in consumers.get(int(t), []))
+        return memo[key]
+
+    return [names[int(t)] for op in ops if op["op_name"] not in WEIGHTED_TFLITE_OPS and not reaches_weighted(op)
+            for t in op["outputs"]]
 
 
 class TFLiteConverter(Converter):
@@ -302,7 +347,7 @@ class TFLiteConverter(Converter):
                     name, data = "model.fp16.tflite", _quiet_convert(conv)
                     quant = {"method": "float16 weights (dequantized at load by XNNPACK)"}
                 elif precision == "int8":
-                    data, quant = quantize_int8(saved_model, job, io_perms["inputs"])
+                    data, quant = quantize_int8(saved_model, job, io_perms["inputs"], fp32_bytes)
                     name = "model.int8.tflite"
                 else:
                     raise ConversionError(f"TFLite has no precision '{precision}'; choose from {self.precisions}.")
