@@ -1,4 +1,4 @@
-"""The edgesdk command line: convert, run, bench, doctor.
+"""The edgesdk command line: convert, run, bench, doctor, profile.
 
 Every failure is one clear message and a non-zero exit; --debug shows the traceback."""
 
@@ -260,6 +260,40 @@ def bench(model: str, runs: int, warmup: int, threads: int | None, backend: str,
         Path(json_path).write_text(json.dumps(report.to_dict(), indent=2))
     if csv_path:
         write_csv(report, csv_path)
+
+
+@cli.command()
+@click.argument("source", required=False, type=click.Path(exists=True))
+@click.option("--factory", help="pkg.module:function that returns the torch model.")
+@click.option("--weights", type=click.Path(exists=True, dir_okay=False), help="state_dict for --factory.")
+@click.option("--input-shape", help="Input shape where the source does not say, e.g. 1,3,224,224.")
+@click.option("--top", type=int, default=10, show_default=True, help="How many layers to list, by FLOPs.")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole profile as JSON.")
+def profile(source: str | None, factory: str | None, weights: str | None, input_shape: str | None, top: int,
+            as_json: bool) -> None:
+    """Where a PyTorch model's cost is: parameters, FLOPs, size, activation memory, the costliest layers."""
+    from .optimize import profile as run_profile
+    from .sources import load_source
+
+    if not source and not factory:
+        raise click.UsageError("Give a SOURCE model file (TorchScript .pt, .pt2) or --factory pkg.module:function.")
+    model = load_source(source, factory=factory, weights=weights, input_shape=_shape(input_shape))
+    if getattr(model, "kind", "") != "torch":
+        raise InputError("edgesdk profile measures PyTorch models (a factory, TorchScript or torch.export file).")
+    report = run_profile(model.module, model.example_inputs)
+    if as_json:
+        results_console.print_json(json.dumps(report.to_dict()))
+        return
+    results_console.print(f"params {report.params:,} | FLOPs {report.flops / 1e9:.3f} G | size {report.size_bytes / 1e6:.2f} MB"
+                          f" | activations {report.activation_bytes / 1e6:.2f} MB (largest layer in+out "
+                          f"{report.peak_activation_bytes / 1e6:.2f} MB)")
+    table = Table(title=f"Top {top} layers by FLOPs")
+    for col in ("layer", "type", "params", "MFLOPs", "share", "output"):
+        table.add_column(col, justify="right" if col in ("params", "MFLOPs", "share") else "left")
+    for layer in report.top(top):
+        table.add_row(layer.name, layer.type, f"{layer.params:,}", f"{layer.flops / 1e6:.2f}",
+                      f"{layer.flops / max(report.flops, 1):.1%}", str(layer.output_shape))
+    results_console.print(table)
 
 
 @cli.command()
