@@ -57,3 +57,69 @@ def test_profile_on_the_cli(capsys):
     code, out, err = cli(capsys, "profile", "--factory", "tests.models:tiny_cnn", "--input-shape", "1,3,32,32",
                          "--json")
     assert code == 0 and json.loads(out)["params"] > 0
+
+
+def test_structured_pruning_shrinks_a_residual_depthwise_model_and_it_exports(tmp_path):
+    from edgesdk.optimize import prune_channels
+
+    model = tiny_cnn()  # conv+BN, a depthwise block with a residual add, a linear head
+    x = torch.zeros(1, 3, 32, 32)
+    before = profile(model, x)
+    prune_channels(model, x, ratio=0.5)
+    after = profile(model, x)
+    assert after.params < 0.5 * before.params and after.flops < 0.5 * before.flops
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)  # the head keeps its 10 classes
+    assert model.block[0].groups == model.block[0].in_channels == model.stem[0].out_channels  # depthwise kept consistent
+    bundle = edgesdk.convert(model, x, out=tmp_path / "pruned")
+    assert bundle.artifact("onnx-fp32").parity["max_abs"] <= 1e-4
+
+
+def test_unstructured_pruning_zeroes_weights_but_keeps_shapes():
+    from edgesdk.optimize import prune_unstructured, sparsity
+
+    model = tiny_cnn()
+    params = sum(p.numel() for p in model.parameters())
+    prune_unstructured(model, 0.6, method="l1")
+    assert abs(sparsity(model) - 0.6) < 0.02
+    assert sum(p.numel() for p in model.parameters()) == params  # same dense tensors: no speed-up by itself
+    assert not any("weight_orig" in n for n, _ in model.named_parameters())  # the masks were made permanent
+
+
+def test_distillation_beats_the_same_student_without_a_teacher():
+    np = pytest.importorskip("numpy")
+    datasets = pytest.importorskip("sklearn.datasets")
+    from edgesdk.optimize import distill, fine_tune
+
+    X, y = datasets.load_digits(return_X_y=True)
+    X = (X / 16.0).astype(np.float32).reshape(-1, 1, 8, 8)
+    order = np.random.default_rng(0).permutation(len(X))
+    train, test = order[:1200], order[1200:]
+    xtr, ytr, xte, yte = (torch.from_numpy(a) for a in (X[train], y[train], X[test], y[test]))
+
+    def batches(x, labels):
+        epoch = {"n": 0}
+
+        def gen():
+            g = torch.Generator().manual_seed(epoch["n"])
+            epoch["n"] += 1
+            perm = torch.randperm(len(x), generator=g)
+            for i in range(0, len(perm), 64):
+                yield x[perm[i:i + 64]], labels[perm[i:i + 64]]
+        return gen
+
+    def student():
+        torch.manual_seed(1)
+        return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 16), torch.nn.ReLU(), torch.nn.Linear(16, 10))
+
+    torch.manual_seed(0)
+    teacher = torch.nn.Sequential(torch.nn.Conv2d(1, 32, 3, padding=1), torch.nn.BatchNorm2d(32), torch.nn.ReLU(),
+                                  torch.nn.Conv2d(32, 64, 3, padding=1), torch.nn.BatchNorm2d(64), torch.nn.ReLU(),
+                                  torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten(), torch.nn.Linear(256, 10))
+    fine_tune(teacher, batches(xtr, ytr), epochs=10, lr=3e-3)
+    acc = lambda m: float((m(xte).argmax(1) == yte).float().mean())  # noqa: E731
+    # 100 labelled samples; the other 1100 are unlabelled (-1): only the teacher can teach from them.
+    alone = fine_tune(student(), batches(xtr[:100], ytr[:100]), epochs=40, lr=3e-3)
+    partly = ytr.clone()
+    partly[100:] = -1
+    taught = distill(student(), teacher, batches(xtr, partly), epochs=40, lr=3e-3, progress=False)
+    assert acc(teacher) > 0.97 and acc(taught) > acc(alone) + 0.05, (acc(teacher), acc(alone), acc(taught))
