@@ -52,7 +52,7 @@ bench: demo
 	$(PY) benchmarks/eval_detect.py --bundle build/shapes --json build/eval_detect.json
 
 lint: setup
-	$(VENV)/bin/ruff check edgesdk tests benchmarks apps
+	$(VENV)/bin/ruff check edgesdk tests benchmarks apps examples
 
 clean:
 	rm -rf build $(VENV)

@@ -123,3 +123,18 @@ def test_distillation_beats_the_same_student_without_a_teacher():
     partly[100:] = -1
     taught = distill(student(), teacher, batches(xtr, partly), epochs=40, lr=3e-3, progress=False)
     assert acc(teacher) > 0.97 and acc(taught) > acc(alone) + 0.05, (acc(teacher), acc(alone), acc(taught))
+
+
+def test_worked_example_table(tmp_path):
+    pytest.importorskip("sklearn")
+    from examples.optimize_digits import run
+
+    rows = {r["model"]: r for r in run(epochs=6, qat_epochs=2, out=tmp_path)}
+    base = rows["baseline CNN"]
+    for ratio in ("30%", "50%", "70%"):
+        pruned = rows[f"pruned {ratio} (structured, fine-tuned)"]
+        assert pruned["params"] < base["params"] and pruned["flops"] < base["flops"]
+        assert pruned["onnx_bytes"] < base["onnx_bytes"] and pruned["accuracy"] > 0.9
+    assert rows["fused Conv+BN"]["accuracy"] == pytest.approx(base["accuracy"], abs=0.002)
+    assert rows["student distilled (+1100 unlabelled)"]["accuracy"] > rows["student alone (100 labels)"]["accuracy"]
+    assert rows["QAT INT8"]["accuracy"] >= rows["PTQ INT8 (edgesdk.convert)"]["accuracy"]
