@@ -199,7 +199,7 @@ def convert(
                 continue
             step(f"Converting to {conv.name} ({', '.join(wanted)})")
             job = ConversionJob(source, wanted, stage, calibration,
-                                {**(options or {}), "dynamic_batch": dynamic_batch}, artifacts)
+                                {"task": task, **(options or {}), "dynamic_batch": dynamic_batch}, artifacts)
             for art in conv.convert(job):
                 path = stage / art.file
                 art.sha256, art.size_bytes = sha256_of(path), path.stat().st_size

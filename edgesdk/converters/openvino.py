@@ -54,17 +54,22 @@ def _quantize(model: Any, job: ConversionJob, tail: list[str]) -> tuple[Any, dic
     # decoding; OpenVINO keeps the ONNX node names), not the stem conv (that bought nothing here).
     given = job.options.get("openvino_float_nodes")
     ignored = list(given) if given is not None else list(tail)
+    # Bias correction: the fast one suited EfficientNet-Lite0 (97.6% vs 96.8% with the full one); the full
+    # one keeps a detector's box regression (0.12 vs 2.8 points mAP@0.5:0.95 lost). "auto" goes by task.
+    fast = job.options.get("int8_fast_bias_correction", "auto")
+    if fast == "auto":
+        fast = job.options.get("task") != "detection"
     params = nncf.AdvancedQuantizationParameters(overflow_fix=nncf.OverflowFix(overflow))
     captured = io.StringIO()  # nncf draws progress bars on stdout
     with contextlib.redirect_stdout(captured):
         quantized = nncf.quantize(
             model, nncf.Dataset(list(calib)), subset_size=len(calib),
-            fast_bias_correction=bool(job.options.get("int8_fast_bias_correction", True)),
+            fast_bias_correction=bool(fast),
             ignored_scope=nncf.IgnoredScope(names=ignored, validate=False) if ignored else None,
             advanced_parameters=params,
         )
     record = {"method": "nncf.quantize", "preset": "performance", "overflow_fix": overflow,
-              "fast_bias_correction": bool(job.options.get("int8_fast_bias_correction", True)),
+              "fast_bias_correction": bool(fast),
               "float_nodes": ignored, "calibration_samples": len(calib), "calibration_source": calib.source}
     return quantized, record
 
