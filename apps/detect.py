@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 
 import edgesdk
+from apps.classify import frames, image_paths
 from edgesdk.detect import letterbox, postprocess
-from edgesdk.images import list_images, load_image
+from edgesdk.images import load_image
 
 DEFAULT_MODEL = "build/shapes"  # what `make demo` builds from the repo's own detector
 log = logging.getLogger("apps.detect")
@@ -139,12 +140,9 @@ def main(argv: list[str] | None = None) -> int:
                 edgesdk.LatencyLog(args.log, name=f"detect: {rt.artifact.id} on {rt.backend}") as latency:
             detector = Detector(rt, labels, args.conf, args.iou, args.max_det)
             if args.video:
-                from apps.classify import frames
-
                 items: Iterator[tuple[str, Any]] = frames(args.video)
             else:
-                items = ((str(p), p) for item in args.inputs
-                         for p in (list_images(Path(item)) if Path(item).is_dir() else [Path(item)]))
+                items = ((str(p), p) for p in image_paths(args.inputs))
             results = detect_all(detector, items, latency, Path(args.out) if args.out else None)
             if args.json:
                 print(json.dumps({"model": str(args.model), "artifact": rt.artifact.id, "backend": rt.backend,

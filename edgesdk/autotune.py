@@ -9,7 +9,6 @@ import json
 import logging
 import os
 import tempfile
-import time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -43,6 +42,7 @@ def autotune(bundle: Bundle, ranking: Ranking, profile: HardwareProfile, threads
         return {**cached, "cached": True, "file": str(path)}
     except (OSError, ValueError):
         pass
+    from .bench import time_runs
     from .bundle import verify_artifact
     from .runtimes import adapt
 
@@ -59,14 +59,7 @@ def autotune(bundle: Bundle, ranking: Ranking, profile: HardwareProfile, threads
             log.info("Autotune: %s does not load here (%s)", name, exc)
             continue
         try:
-            for _ in range(WARMUP):
-                session.run(feeds)
-            times = []
-            for _ in range(RUNS):
-                t0 = time.perf_counter()
-                session.run(feeds)
-                times.append(time.perf_counter() - t0)
-            timings[name] = float(np.median(times) * 1e3)
+            timings[name] = float(np.median(time_runs(lambda s=session: s.run(feeds), RUNS, WARMUP))) * 1e3
         finally:
             session.close()
     result = {"ms": timings, "machine_id": profile.machine_id, "runs": RUNS}

@@ -5,20 +5,20 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import os
-import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .bench import time_runs
 from .bundle import Artifact, Bundle, check_output_dir, load_bundle, sha256_of, staged_dir
 from .calibration import CalibrationSet
 from .converters import ConversionJob, get_converter
 from .errors import ConversionError
 from .hardware import detect
 from .parity import Tolerance, compare
-from .runtimes import adapt, backends
+from .runtimes import Backend, adapt, backends
 from .sources import SourceModel, from_module, load_source
 from .specs import Preprocess
 
@@ -83,49 +83,32 @@ def _parity_feeds(source: SourceModel, validation: CalibrationSet | None,
 
 
 def measure_parity(session: Any, feeds: list[dict[str, np.ndarray]],
-                   reference: list[list[np.ndarray]]) -> tuple[dict[str, Any], float]:
-    """Run every feed through session; return (parity vs reference, median latency in ms)."""
-    outputs = [session.run(f) for f in feeds]
-    parity = compare(reference, outputs)
-    times = []
-    for _ in range(3 + LATENCY_RUNS):
-        t0 = time.perf_counter()
-        session.run(feeds[0])
-        times.append(time.perf_counter() - t0)
-    return parity, float(np.median(times[3:]) * 1e3)
+                   reference: list[list[np.ndarray]]) -> dict[str, Any]:
+    """Run every feed through session; return its parity with the reference outputs."""
+    return compare(reference, [session.run(f) for f in feeds])
 
 
-def time_interleaved(stage: Path, artifacts: list[Artifact], source: SourceModel, feed: dict[str, np.ndarray],
-                     rounds: int = TIMING_ROUNDS, runs: int = LATENCY_RUNS) -> None:
-    """Re-time every (artifact, backend) pair in interleaved rounds, so the latencies the Runtime ranks by
-    were taken side by side rather than minutes apart on a machine whose speed drifts. The recorded figure
-    is the median over rounds of each round's median."""
-    sessions = {}
-    for art in artifacts:
-        for name in list(art.latency_ms):
-            backend = next(b for b in backends() if b.name == name)
-            sessions[(art.id, name)] = (art, adapt(backend.open(stage / art.file, precision=art.precision),
-                                                   source.inputs, source.outputs, art.io))
-    per_round: dict[tuple[str, str], list[float]] = {k: [] for k in sessions}
+def time_interleaved(stage: Path, pairs: list[tuple[Artifact, Backend]], source: SourceModel,
+                     feed: dict[str, np.ndarray], rounds: int = TIMING_ROUNDS, runs: int = LATENCY_RUNS) -> None:
+    """Time every (artifact, backend) pair in interleaved rounds into artifact.latency_ms, so the latencies
+    the Runtime ranks by were taken side by side rather than minutes apart on a machine whose speed drifts.
+    The recorded figure is the median over rounds of each round's median."""
+    sessions = [(art, backend, adapt(backend.open(stage / art.file, precision=art.precision), source.inputs,
+                                     source.outputs, art.io)) for art, backend in pairs]
+    per_round: list[list[float]] = [[] for _ in sessions]
     try:
-        keys = list(sessions)
         for r in range(rounds):
-            for key in keys[r % len(keys):] + keys[: r % len(keys)] if keys else []:
-                session = sessions[key][1]
-                for _ in range(2):
-                    session.run(feed)
-                times = []
-                for _ in range(runs):
-                    t0 = time.perf_counter()
-                    session.run(feed)
-                    times.append(time.perf_counter() - t0)
-                per_round[key].append(float(np.median(times) * 1e3))
+            order = list(range(len(sessions)))
+            shift = r % len(order) if order else 0
+            for i in order[shift:] + order[:shift]:  # rotate so no pair always goes first
+                session = sessions[i][2]
+                per_round[i].append(float(np.median(time_runs(lambda s=session: s.run(feed), runs, 2))) * 1e3)
     finally:
-        for _, session in sessions.values():
+        for _, _, session in sessions:
             session.close()
-    for (art_id, name), values in per_round.items():
+    for (art, backend, _), values in zip(sessions, per_round):
         if values:
-            sessions[(art_id, name)][0].latency_ms[name] = float(np.median(values))
+            art.latency_ms[backend.name] = float(np.median(values))
 
 
 def convert(
@@ -192,6 +175,7 @@ def convert(
     label_list = _read_labels(labels)
     machine = detect().machine_id
     artifacts: list[Artifact] = []
+    timed: list[tuple[Artifact, Backend]] = []
     with staged_dir(out_path, force) as stage:
         for conv in converters:
             wanted = per_target[conv.name]
@@ -214,20 +198,20 @@ def convert(
                 if not runners:
                     log.warning("No installed backend runs %s artifacts; parity of %s not measured.",
                                 art.format, art.file)
-                for i, runner in enumerate(runners):
+                if runners:  # parity on the first backend that runs the format; every one is timed below
+                    runner = runners[0]
                     step(f"Checking {art.file} on {runner.name}")
                     session = adapt(runner.open(path, precision=art.precision), source.inputs, source.outputs,
                                     art.io)
                     try:
-                        parity, ms = measure_parity(session, feeds, reference)
+                        parity = measure_parity(session, feeds, reference)
                     finally:
                         session.close()
+                    art.parity = {**parity, "data": parity_data,
+                                  "backend": f"{runner.name} (checks the file {art.format} builds from)"
+                                  if proxy else runner.name}
                     if not proxy:  # a proxy's speed says nothing about the real backend's
-                        art.latency_ms[runner.name] = ms
-                    if i == 0:  # parity from the first backend that runs the format; the others are timed
-                        art.parity = {**parity, "data": parity_data,
-                                      "backend": f"{runner.name} (checks the file {art.format} builds from)"
-                                      if proxy else runner.name}
+                        timed += [(art, b) for b in runners]
                 art.measured_on = machine
                 ok, why = tolerance.accepts(art.precision, art.parity)
                 if art.precision == "fp32" and not ok:
@@ -238,7 +222,7 @@ def convert(
                                 art.id, why)
                 artifacts.append(art)
         step("Timing every artifact on every backend, interleaved")
-        time_interleaved(stage, artifacts, source, feeds[0])
+        time_interleaved(stage, timed, source, feeds[0])
         bundle = Bundle(
             path=stage, inputs=source.inputs, outputs=source.outputs, artifacts=artifacts,
             preprocess=preprocess, labels=label_list,
