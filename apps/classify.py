@@ -24,13 +24,26 @@ DEFAULT_MODEL = "build/effnet"  # what `make demo` builds
 log = logging.getLogger("apps.classify")
 
 
-def image_paths(inputs: list[str]) -> Iterator[Path]:
+def image_paths(inputs: list[str]) -> list[Path]:
+    """Every image to classify; a folder without images is an error (a typo, not an empty result)."""
+    paths: list[Path] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            yield from list_images(p)
-        elif p.is_file() or not p.exists():
-            yield p  # a missing or unreadable file is reported by decode, per image
+            found = list_images(p)
+            if not found:
+                raise edgesdk.InputError(f"Folder {p} holds no images (.jpg, .png, ...): nothing to classify.")
+            paths += found
+        else:
+            paths.append(p)  # a missing or unreadable file is reported by decode, per image
+    return paths
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def frames(source: str) -> Iterator[tuple[str, Any]]:
@@ -90,8 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--backend", default="auto")
     ap.add_argument("--precision", default="auto")
     ap.add_argument("--artifact", help="one artifact of the bundle, e.g. tflite-int8")
-    ap.add_argument("--threads", type=int)
-    ap.add_argument("--top-k", type=int, default=5)
+    ap.add_argument("--threads", type=positive_int)
+    ap.add_argument("--top-k", type=positive_int, default=5)
     ap.add_argument("--video", help="camera index or video file (needs OpenCV)")
     ap.add_argument("--log", default="build/classify-latency.jsonl", help="JSONL file with every sample's timings")
     ap.add_argument("--json", action="store_true", help="print results as JSON")
@@ -104,13 +117,14 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     try:
+        paths = [] if args.video else image_paths(args.inputs)  # before the model loads: a typo fails fast
         with edgesdk.Runtime(args.model, backend=args.backend, precision=args.precision, artifact=args.artifact,
                              threads=args.threads) as rt, \
                 edgesdk.LatencyLog(args.log, name=f"classify: {rt.artifact.id} on {rt.backend}") as latency:
             if args.video:
                 items: Iterator[tuple[str, Any]] = frames(args.video)
             else:
-                items = ((str(p), p) for p in image_paths(args.inputs))
+                items = ((str(p), p) for p in paths)
             results = classify(rt, items, args.top_k, latency)
             if args.json:
                 print(json.dumps({"model": str(args.model), "artifact": rt.artifact.id, "backend": rt.backend,

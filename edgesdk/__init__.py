@@ -10,7 +10,16 @@
 
 from __future__ import annotations
 
-from .errors import BackendUnavailable, CalibrationError, ConversionError, EdgeSDKError, InputError, ModelLoadError
+from .errors import (
+                     BackendUnavailable,
+                     CalibrationError,
+                     ConversionError,
+                     EdgeSDKError,
+                     InferenceError,
+                     InputError,
+                     ModelLoadError,
+                     UsageError,
+)
 from .specs import Preprocess, TensorSpec
 
 __version__ = "0.1.0"
@@ -19,6 +28,7 @@ __all__ = [
     "Runtime", "convert", "load_bundle", "Bundle", "benchmark", "CalibrationSet", "Preprocess", "TensorSpec", "Tolerance",
     "LatencyLog", "top_k",
     "EdgeSDKError", "ModelLoadError", "ConversionError", "BackendUnavailable", "InputError", "CalibrationError",
+    "InferenceError", "UsageError",
 ]
 
 # These modules import only numpy at load time; converters and backends import their heavy libraries

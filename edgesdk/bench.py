@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 
 from .bundle import load_bundle
-from .errors import EdgeSDKError
+from .errors import EdgeSDKError, UsageError
 from .hardware import detect
 from .runtime import Runtime
-from .runtimes import backends
+from .runtimes import backends, check_threads
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,7 @@ class BenchResult:
     error: str | None = None
     execution_precision: str = ""  # what the backend computed in (OpenVINO: f32 or bf16)
     mode: str = "latency"
+    nonfinite_outputs: bool = False  # NaN/Inf out on the bench inputs: a corrupt (bare) file, or overflow
 
 
 @dataclass
@@ -119,6 +120,11 @@ def benchmark(
     backend with its throughput setting and submits all runs at once, through asynchronous requests where
     the backend has them (OpenVINO); latencies are then per request, under load."""
     step = progress or (lambda msg: log.info("%s", msg))
+    threads = check_threads(threads)
+    if mode not in ("latency", "throughput"):
+        raise UsageError(f"mode must be 'latency' or 'throughput', not {mode!r}.")
+    if runs < 1 or warmup < 0:
+        raise UsageError(f"runs must be at least 1 and warmup at least 0 (got runs={runs}, warmup={warmup}).")
     path = Path(model)
     pairs: list[tuple[str | None, str]] = []
     if path.is_dir():
@@ -160,13 +166,14 @@ def benchmark(
             else:
                 lat = percentiles(time_runs(lambda rt=rt, feeds=inputs: rt.run_all(feeds), runs, warmup))
                 ips = batch * 1e3 / lat["mean"]
+            nonfinite = any(o.dtype.kind == "f" and not np.isfinite(o).all() for o in rt.run_all(inputs))
             art = rt.artifact
             size = art.size_bytes or (rt.bundle.path / art.file).stat().st_size
             results.append(BenchResult(
                 artifact=art.id if path.is_dir() else path.name, format=art.format, backend=rt.backend,
                 precision=art.precision, latency_ms=lat, throughput_ips=ips, load_s=load_s,
                 peak_rss_mb=_peak_rss_mb(), size_bytes=size, parity=art.parity,
-                execution_precision=rt.execution_precision, mode=mode,
+                execution_precision=rt.execution_precision, mode=mode, nonfinite_outputs=nonfinite,
             ))
     hw = detect()
     machine = {**hw.to_dict(), "python": platform.python_version(), "machine_id": hw.machine_id}

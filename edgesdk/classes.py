@@ -10,6 +10,10 @@ import numpy as np
 
 def top_k(scores: np.ndarray, k: int = 5, labels: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Top-k classes of one row of class scores (softmax applied first when they are logits)."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        from .errors import UsageError
+
+        raise UsageError(f"top-k must be a whole number of at least 1, not {k!r}.")
     row = np.asarray(scores, np.float64).ravel()
     if not (row.min() >= 0 and abs(row.sum() - 1) < 1e-3):
         e = np.exp(row - row.max())

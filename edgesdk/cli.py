@@ -24,6 +24,7 @@ import numpy as np
 
 from .classes import top_k
 from .errors import EdgeSDKError, InputError
+from .runtimes import max_threads
 
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 # Tables keep their columns when piped to a file or CI log, where rich would assume 80 columns.
@@ -94,15 +95,22 @@ def cli(ctx: click.Context, debug: bool, verbose: bool) -> None:
 @click.option("--tflite-float-layers", type=int, default=3, show_default=True,
               help="How many of the most int8-sensitive layers 'selective' TFLite INT8 keeps in float.")
 @click.option("--tolerance", type=float, default=1e-4, show_default=True, help="Max abs error allowed for FP32.")
+@click.option("--task", type=click.Choice(["classification", "detection", "other"]),
+              help="How reduced precisions are judged: classification (top-1 agreement), detection (decoded YOLO "
+              "detections matched at IoU 0.5), other (every output's cosine) [default: carried by the model, or "
+              "classification when --labels fit the output].")
+@click.option("--trust-source", is_flag=True, help="Convert a SavedModel even if its serving function reads or "
+              "writes files or calls Python. A SavedModel is a program and converting it runs it: trust its origin.")
 @click.option("--force", is_flag=True, help="Replace an existing output folder.")
 def convert(source: str | None, out: str, targets: str | None, precision: str | None, device: str | None,
             calib: str | None, validate: str | None,
             input_shape: str | None, factory: str | None, weights: str | None, labels: str | None,
             mean: str | None, std: str | None, resize: int | None, bgr: bool, dynamic_batch: bool,
             opset: int | None, int8_method: str, int8_float_nodes: str | None, tflite_int8: str,
-            tflite_float_layers: int, tolerance: float, force: bool) -> None:
+            tflite_float_layers: int, tolerance: float, task: str | None, trust_source: bool, force: bool) -> None:
     """Convert SOURCE (.onnx, TorchScript .pt, torch.export .pt2, Keras .keras/.h5, a SavedModel folder)
-    or --factory to a bundle."""
+    or --factory to a bundle. A SavedModel is a program, not data: converting it runs its serving
+    function, so one that touches files or calls Python is refused without --trust-source."""
     from .bundle import check_output_dir
     from .convert import convert as do_convert
     from .parity import Tolerance
@@ -116,7 +124,7 @@ def convert(source: str | None, out: str, targets: str | None, precision: str | 
     check_output_dir(Path(out), force)  # before any slow work
     with console.status("Loading the source model") as status:
         model = load_source(source, factory=factory, weights=weights, input_shape=_shape(input_shape),
-                            dynamic_batch=dynamic_batch)
+                            dynamic_batch=dynamic_batch, trust_source=trust_source)
         preprocess = None
         carried = getattr(getattr(model, "module", None), "edgesdk_metadata", None) or {}
         if any(v is not None for v in (mean, std, resize)) or bgr:
@@ -139,7 +147,7 @@ def convert(source: str | None, out: str, targets: str | None, precision: str | 
             {t: preset.get(t, ["fp32"]) for t in target_list} if preset else ["fp32"])
         bundle = do_convert(
             model, targets=target_list, precisions=precisions, calib=calib, out=out, validation=validate,
-            preprocess=preprocess, labels=labels, force=force, dynamic_batch=dynamic_batch,
+            preprocess=preprocess, labels=labels, task=task, force=force, dynamic_batch=dynamic_batch,
             tolerance=Tolerance(fp32_max_abs=tolerance),
             options={"opset": opset, "int8_method": int8_method,
                      "int8_float_nodes": None if int8_float_nodes is None else
@@ -152,6 +160,10 @@ def convert(source: str | None, out: str, targets: str | None, precision: str | 
         table.add_column(col)
     for a in bundle.artifacts:
         p = a.parity
+        if p.get("measured") is False or p.get("problems"):
+            why = p.get("reason") or "; ".join(p.get("problems", []))
+            table.add_row(a.id, a.file, f"{a.size_bytes / 1e6:.2f} MB", f"[red]{why}[/]", "-", "-", "-")
+            continue
         table.add_row(a.id, a.file, f"{a.size_bytes / 1e6:.2f} MB", f"{p.get('max_abs', float('nan')):.2e}",
                       f"{p['top1_agreement']:.1%}" if "top1_agreement" in p else "-", f"{p.get('cosine', 1):.5f}",
                       ", ".join(f"{b} {ms:.2f}" for b, ms in a.latency_ms.items()) or "-")
@@ -166,7 +178,13 @@ def _load_inputs(rt: Any, paths: Sequence[str]) -> list[tuple[str, np.ndarray]]:
     items: list[tuple[str, np.ndarray]] = []
     files: list[Path] = []
     for p in map(Path, paths):
-        files.extend(list_images(p) if p.is_dir() else [p])
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.suffix.lower() == ".npy" and f.is_file()) + list_images(p)
+            if not found:
+                raise InputError(f"Folder {p} holds no images (.jpg, .png, ...) and no .npy arrays: nothing to run.")
+            files.extend(found)
+        else:
+            files.append(p)
     for f in files:
         if f.suffix.lower() == ".npy":
             try:
@@ -188,8 +206,8 @@ def _load_inputs(rt: Any, paths: Sequence[str]) -> list[tuple[str, np.ndarray]]:
 @click.option("--backend", default="auto", show_default=True)
 @click.option("--precision", default="auto", show_default=True)
 @click.option("--artifact", help="Force one artifact of the bundle (id like onnx-int8, or file name).")
-@click.option("--threads", type=int)
-@click.option("-k", "--top-k", "k", type=int, default=5, show_default=True)
+@click.option("--threads", type=click.IntRange(1, max_threads()), help="Intra-op threads (default: the backend's).")
+@click.option("-k", "--top-k", "k", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print results as JSON.")
 def run(model: str, inputs: Sequence[str], backend: str, precision: str, artifact: str | None,
         threads: int | None, k: int, as_json: bool) -> None:
@@ -202,6 +220,8 @@ def run(model: str, inputs: Sequence[str], backend: str, precision: str, artifac
         for name, arr in _load_inputs(rt, inputs):
             outputs = rt.run_all(arr)
             entry: dict[str, Any] = {"input": name, "artifact": rt.artifact.id, "backend": rt.backend}
+            if any(o.dtype.kind == "f" and not np.isfinite(o).all() for o in outputs):
+                entry["warning"] = "outputs hold NaN or infinite values: the model file may be corrupt"
             if is_class_scores(outputs[0]) and (rt.labels or rt.bundle.task == "classification"):
                 entry["top"] = top_k(outputs[0][0], k, rt.labels)
             else:
@@ -213,6 +233,8 @@ def run(model: str, inputs: Sequence[str], backend: str, precision: str, artifac
             return
         results_console.print(f"[bold]{rt.artifact.id}[/] on [bold]{rt.backend}[/]")
         for entry in results:
+            if "warning" in entry:
+                console.print(f"[bold red]warning:[/] {entry['input']}: {entry['warning']}", highlight=False)
             if "top" in entry:
                 best = ", ".join(f"{t['label']} {t['score']:.3f}" for t in entry["top"])
                 results_console.print(f"{entry['input']}: {best}")
@@ -225,7 +247,7 @@ def run(model: str, inputs: Sequence[str], backend: str, precision: str, artifac
 @click.argument("model", type=click.Path(exists=True))
 @click.option("--runs", type=int, default=100, show_default=True)
 @click.option("--warmup", type=int, default=10, show_default=True)
-@click.option("--threads", type=int, help="Intra-op threads (default: the backend's choice).")
+@click.option("--threads", type=click.IntRange(1, max_threads()), help="Intra-op threads (default: the backend's choice).")
 @click.option("--backend", default="auto", show_default=True, help="Only this backend.")
 @click.option("--artifact", "artifacts", multiple=True, help="Only these artifacts (repeatable).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the report as JSON.")
@@ -237,7 +259,10 @@ def bench(model: str, runs: int, warmup: int, threads: int | None, backend: str,
           json_path: str | None, csv_path: str | None, mode: str) -> None:
     """Benchmark every artifact of MODEL on every backend that runs it."""
     from .bench import benchmark, write_csv
+    from .bundle import check_writable_parent
 
+    for report_path in filter(None, (json_path, csv_path)):  # before minutes of timing, not after
+        check_writable_parent(Path(report_path), InputError)
     with console.status("Benchmarking") as status:
         report = benchmark(model, runs=runs, warmup=warmup, threads=threads, artifacts=artifacts or None,
                            backend=backend, progress=lambda m: status.update(m), mode=mode)
@@ -256,6 +281,11 @@ def bench(model: str, runs: int, warmup: int, threads: int | None, backend: str,
                       f"{p['top1_agreement']:.1%}" if "top1_agreement" in p else "-",
                       f"{p['max_abs']:.1e}" if "max_abs" in p else "-")
     results_console.print(table)
+    for r in report.results:
+        if r.nonfinite_outputs:
+            console.print(f"[bold red]warning:[/] {r.artifact} on {r.backend} returned NaN or infinite outputs: the "
+                          "model file may be corrupt (only a bundle's files are checked against its manifest).",
+                          highlight=False)
     if json_path:
         Path(json_path).write_text(json.dumps(report.to_dict(), indent=2))
     if csv_path:

@@ -6,6 +6,7 @@ import datetime as _dt
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +16,10 @@ from .bench import time_runs
 from .bundle import Artifact, Bundle, check_output_dir, load_bundle, sha256_of, staged_dir
 from .calibration import CalibrationSet
 from .converters import ConversionJob, get_converter
-from .errors import ConversionError
+from .errors import ConversionError, UsageError, first_line
 from .hardware import detect
-from .parity import Tolerance, compare
-from .runtimes import Backend, adapt, backends
+from .parity import TASKS, Tolerance, compare, is_class_scores, not_measured
+from .runtimes import Backend, adapt, backends, io_problems
 from .sources import SourceModel, from_module, load_source
 from .specs import Preprocess
 
@@ -39,12 +40,12 @@ LATENCY_RUNS = 20
 TIMING_ROUNDS = 3
 
 
-def _as_source(model: Any, example_input: Any, dynamic_batch: bool) -> SourceModel:
+def _as_source(model: Any, example_input: Any, dynamic_batch: bool, trust_source: bool = False) -> SourceModel:
     if isinstance(model, SourceModel):
         return model
     if isinstance(model, (str, os.PathLike)):
         shape = tuple(np.shape(example_input)) if example_input is not None else None
-        return load_source(model, input_shape=shape, dynamic_batch=dynamic_batch)
+        return load_source(model, input_shape=shape, dynamic_batch=dynamic_batch, trust_source=trust_source)
     if _is_keras(model):
         from .sources import KerasSource
 
@@ -82,10 +83,63 @@ def _parity_feeds(source: SourceModel, validation: CalibrationSet | None,
     return feeds, "example input and 4 random inputs"
 
 
-def measure_parity(session: Any, feeds: list[dict[str, np.ndarray]],
-                   reference: list[list[np.ndarray]]) -> dict[str, Any]:
+def measure_parity(session: Any, feeds: list[dict[str, np.ndarray]], reference: list[list[np.ndarray]],
+                   names: list[str] | None = None, task: str | None = None,
+                   num_classes: int | None = None) -> dict[str, Any]:
     """Run every feed through session; return its parity with the reference outputs."""
-    return compare(reference, [session.run(f) for f in feeds])
+    return compare(reference, [session.run(f) for f in feeds], names, task, num_classes)
+
+
+@dataclass
+class ParityCheck:
+    """What every artifact of one conversion is checked against."""
+
+    source: SourceModel
+    feeds: list[dict[str, np.ndarray]]
+    reference: list[list[np.ndarray]]
+    data: str  # where the feeds came from, for the manifest
+    task: str | None
+    num_classes: int | None
+
+    def runners(self, art: Artifact, path: Path) -> tuple[list[Backend], bool]:
+        """(installed backends that run the artifact, whether they only check the file it builds from)."""
+        runners = [b for b in backends() if art.format in b.formats and b.available()[0]]
+        if not runners and path.suffix == ".onnx":  # e.g. TensorRT's QDQ ONNX, checked on ORT
+            runners = [b for b in backends() if art.format in b.checks_formats and b.available()[0]][:1]
+            return runners, bool(runners)
+        return runners, False
+
+    def measure(self, art: Artifact, path: Path, runner: Backend) -> dict[str, Any]:
+        """The artifact's parity on one backend; a failure to load or run it is a problem, not a crash."""
+        try:
+            inner = runner.open(path, precision=art.precision)
+        except Exception as exc:  # noqa: BLE001 - a fresh artifact that does not load is the artifact's fault
+            return {"measured": True, "samples": 0, "problems": [f"does not load on {runner.name}: {first_line(exc)}"]}
+        try:
+            problems = io_problems(inner, self.source.inputs, self.source.outputs, art.io)
+            if problems:
+                return {"measured": True, "samples": 0, "problems": problems}
+            session = adapt(inner, self.source.inputs, self.source.outputs, art.io)
+            return measure_parity(session, self.feeds, self.reference, [s.name for s in self.source.outputs],
+                                  self.task, self.num_classes)
+        except Exception as exc:  # noqa: BLE001 - likewise for one that fails to run
+            return {"measured": True, "samples": 0, "problems": [f"fails on {runner.name}: {first_line(exc)}"]}
+        finally:
+            inner.close()
+
+    def check(self, art: Artifact, path: Path, step: Callable[[str], None]) -> list[Backend]:
+        """Fill in art.parity; return the backends whose speed is worth timing (not a proxy's)."""
+        runners, proxy = self.runners(art, path)
+        if not runners:
+            log.warning("No installed backend runs %s artifacts; parity of %s not measured, so "
+                        "Runtime(precision='auto') will not pick it.", art.format, art.file)
+            art.parity = not_measured(f"no backend that runs {art.format} was installed at conversion")
+            return []
+        runner = runners[0]  # parity on the first backend that runs the format; every one is timed
+        step(f"Checking {art.file} on {runner.name}")
+        art.parity = {**self.measure(art, path, runner), "data": self.data,
+                      "backend": f"{runner.name} (checks the file {art.format} builds from)" if proxy else runner.name}
+        return [] if proxy or art.parity.get("problems") else runners
 
 
 def time_interleaved(stage: Path, pairs: list[tuple[Artifact, Backend]], source: SourceModel,
@@ -111,6 +165,33 @@ def time_interleaved(stage: Path, pairs: list[tuple[Artifact, Backend]], source:
             art.latency_ms[backend.name] = float(np.median(values))
 
 
+def _hash(art: Artifact, stage: Path) -> None:
+    """Record the sha256 and size of an artifact's file and its companions."""
+    path = stage / art.file
+    art.sha256, art.size_bytes = sha256_of(path), path.stat().st_size
+    for name in art.companions:
+        art.companions[name] = sha256_of(stage / name)
+        art.size_bytes += (stage / name).stat().st_size
+
+
+def _check_task(task: Any) -> None:
+    """A task is a short lowercase name; those in parity.TASKS change how parity is judged, any other
+    (e.g. "voice-activity") is judged like "other", on every output's cosine."""
+    import re
+
+    if task is not None and not (isinstance(task, str) and re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,63}", task)):
+        raise UsageError(f"task must be a short lowercase name such as {', '.join(TASKS)}; got {task!r}.")
+
+
+def _task(task: str | None, labels: list[str] | None, reference: list[list[np.ndarray]]) -> str | None:
+    """The task parity is judged by: as given (or carried by the model), else classification for a
+    labelled model whose first output holds class scores."""
+    _check_task(task)
+    if task is None and labels and reference and is_class_scores(np.asarray(reference[0][0])):
+        return "classification"
+    return task
+
+
 def convert(
     model: Any,
     example_input: Any = None,
@@ -128,6 +209,7 @@ def convert(
     tolerance: Tolerance = Tolerance(),
     options: dict[str, Any] | None = None,
     progress: Callable[[str], None] | None = None,
+    trust_source: bool = False,
 ) -> Bundle:
     """Convert a model to every (target, precision) asked for and write a bundle folder at `out`.
 
@@ -135,10 +217,13 @@ def convert(
     precisions go to every target that has them, or are given per target ({"onnx": ["fp32"], ...}). calib is the
     INT8 calibration data (image folder, .npy/.npz, array or iterable); validation, in the same forms,
     is the held-out data parity is measured on. Every artifact is run against the source; an FP32
-    artifact off by more than tolerance.fp32_max_abs raises ConversionError and writes nothing."""
+    artifact off by more than tolerance.fp32_max_abs raises ConversionError and writes nothing.
+    task ("classification", "detection", "other") decides how reduced precisions are judged.
+    trust_source=True converts a SavedModel that holds file-system or Python-calling ops: it runs here."""
     step = progress or (lambda msg: log.info("%s", msg))
     out_path = Path(out)
     check_output_dir(out_path, force)  # fail before any slow work
+    _check_task(task)
     converters = [get_converter(t) for t in targets]
     for conv in converters:
         conv.require()
@@ -157,12 +242,11 @@ def convert(
                               f"{', '.join(unsupported)}: " +
                               "; ".join(f"{c.name} supports {', '.join(c.precisions)}" for c in converters) + ".")
     step("Loading the source model")
-    source = _as_source(model, example_input, dynamic_batch)
+    source = _as_source(model, example_input, dynamic_batch, trust_source)
     # A model may carry its own metadata (see edgesdk.zoo); explicit arguments win.
     carried = getattr(getattr(source, "module", None), "edgesdk_metadata", None) or {}
     preprocess = preprocess or carried.get("preprocess")
     labels = labels if labels is not None else carried.get("labels")
-    task = task or carried.get("task")
     calibration = validation_set = None
     if calib is not None:
         calibration = CalibrationSet.from_any(calib, source.inputs, preprocess)
@@ -173,6 +257,8 @@ def convert(
     step(f"Running the source model on {len(feeds)} parity samples")
     reference = [source.run(f) for f in feeds]
     label_list = _read_labels(labels)
+    task = _task(task or carried.get("task"), label_list, reference)
+    checker = ParityCheck(source, feeds, reference, parity_data, task, len(label_list) if label_list else None)
     machine = detect().machine_id
     artifacts: list[Artifact] = []
     timed: list[tuple[Artifact, Backend]] = []
@@ -185,48 +271,22 @@ def convert(
             job = ConversionJob(source, wanted, stage, calibration,
                                 {"task": task, **(options or {}), "dynamic_batch": dynamic_batch}, artifacts)
             for art in conv.convert(job):
-                path = stage / art.file
-                art.sha256, art.size_bytes = sha256_of(path), path.stat().st_size
-                for name in art.companions:
-                    art.companions[name] = sha256_of(stage / name)
-                    art.size_bytes += (stage / name).stat().st_size
-                runners = [b for b in backends() if art.format in b.formats and b.available()[0]]
-                proxy = False
-                if not runners and path.suffix == ".onnx":  # e.g. TensorRT's QDQ ONNX, checked on ORT
-                    runners = [b for b in backends() if art.format in b.checks_formats and b.available()[0]][:1]
-                    proxy = bool(runners)
-                if not runners:
-                    log.warning("No installed backend runs %s artifacts; parity of %s not measured.",
-                                art.format, art.file)
-                if runners:  # parity on the first backend that runs the format; every one is timed below
-                    runner = runners[0]
-                    step(f"Checking {art.file} on {runner.name}")
-                    session = adapt(runner.open(path, precision=art.precision), source.inputs, source.outputs,
-                                    art.io)
-                    try:
-                        parity = measure_parity(session, feeds, reference)
-                    finally:
-                        session.close()
-                    art.parity = {**parity, "data": parity_data,
-                                  "backend": f"{runner.name} (checks the file {art.format} builds from)"
-                                  if proxy else runner.name}
-                    if not proxy:  # a proxy's speed says nothing about the real backend's
-                        timed += [(art, b) for b in runners]
+                _hash(art, stage)
+                timed += [(art, b) for b in checker.check(art, stage / art.file, step)]
                 art.measured_on = machine
                 ok, why = tolerance.accepts(art.precision, art.parity)
                 if art.precision == "fp32" and not ok:
                     raise ConversionError(f"The {art.format} FP32 artifact does not match the source: {why} "
-                                          f"on {art.parity['samples']} samples. Nothing was written.")
+                                          f"(on {art.parity.get('samples', 0)} samples). Nothing was written.")
                 if not ok:
-                    log.warning("%s: %s, outside tolerance; Runtime(precision='auto') will not pick it.",
-                                art.id, why)
+                    log.warning("%s: %s; Runtime(precision='auto') will not pick it.", art.id, why)
                 artifacts.append(art)
         step("Timing every artifact on every backend, interleaved")
         time_interleaved(stage, timed, source, feeds[0])
         bundle = Bundle(
             path=stage, inputs=source.inputs, outputs=source.outputs, artifacts=artifacts,
             preprocess=preprocess, labels=label_list,
-            task=task or ("classification" if label_list else None),
+            task=task,
             meta={
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 "source": {"kind": source.kind, "description": source.description},

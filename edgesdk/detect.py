@@ -118,12 +118,15 @@ def iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
 def nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray | None = None, iou_threshold: float = 0.45,
         max_detections: int = 300) -> np.ndarray:
     """Indices kept by greedy non-maximum suppression, best first. Class-aware when classes are given:
-    boxes of different classes never suppress each other (done by offsetting each class's boxes)."""
+    boxes of different classes never suppress each other (done by moving each class's boxes into a
+    region of its own: offsets of class x (span + 1), where span is the whole coordinate range, so boxes
+    of two classes never overlap, negative coordinates included)."""
     if len(boxes) == 0:
         return np.zeros(0, np.int64)
-    b = np.asarray(boxes, np.float32)
+    b = np.asarray(boxes, np.float64)
     if classes is not None:
-        b = b + (np.asarray(classes, np.float32) * (float(b.max()) + 1))[:, None]
+        span = float(b.max() - b.min()) + 1.0
+        b = b + (np.asarray(classes, np.float64) * span)[:, None]
     order = np.argsort(-np.asarray(scores), kind="stable")
     keep: list[int] = []
     while order.size and len(keep) < max_detections:

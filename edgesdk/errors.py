@@ -21,7 +21,16 @@ class BackendUnavailable(EdgeSDKError):
 
 
 class InputError(EdgeSDKError):
-    """Inputs given to a model do not match its specification (name, shape, dtype)."""
+    """Inputs given to a model do not match its specification (name, shape, dtype, finite values)."""
+
+
+class InferenceError(EdgeSDKError):
+    """A backend failed while running inputs that passed validation: the backend's fault, not the caller's."""
+
+
+class UsageError(EdgeSDKError, ValueError):
+    """An argument has a value edgesdk does not accept (a mode, a thread count, an output location).
+    Also a ValueError, so code that caught ValueError before keeps working."""
 
 
 class CalibrationError(EdgeSDKError):
@@ -45,3 +54,10 @@ def require(module: str, extra: str, what: str):
     except ImportError as exc:  # ImportError covers a broken install as well as a missing one
         err = missing_extra(module.split(".")[0], extra, what)
         raise err from exc
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message (the cause, not a trailing MLIR dump or
+    generic advice), or the exception's class name when the message is empty."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else exc.__class__.__name__

@@ -40,7 +40,26 @@ def load_image(image: Any, color: str = "RGB"):
         pil = image
     else:
         raise InputError(f"Expected an image path or PIL image, got {type(image).__name__}")
-    return pil.convert("L" if color == "GRAY" else "RGB")
+    return _to_8bit(pil).convert("L" if color == "GRAY" else "RGB")
+
+
+#: Pillow's modes for 16- and 32-bit single-channel images (16-bit PNG, TIFF): convert("RGB") clips them
+#: at 255, which turns almost every pixel white.
+WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+
+
+def _to_8bit(pil: Any) -> Any:
+    """A wide single-channel image scaled to 8 bits by its bit depth (16-bit: 0-65535 -> 0-255);
+    other images as they are."""
+    if pil.mode not in WIDE_MODES:
+        return pil
+    Image = _pil()
+    arr = np.asarray(pil, dtype=np.float64)
+    if pil.mode.startswith("I;16") or (pil.mode == "I" and arr.max(initial=0) > 255):
+        arr = arr / 65535.0 * 255.0  # 16-bit data (Pillow may open a 16-bit PNG as mode I)
+    elif pil.mode == "F" and arr.max(initial=0) <= 1.0:
+        arr = arr * 255.0  # float images in [0, 1]
+    return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), "L")
 
 
 def _crop_box(width: int, height: int, out_w: int, out_h: int, where: str) -> tuple[int, int, int, int]:

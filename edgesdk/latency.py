@@ -41,8 +41,14 @@ class LatencyLog:
         self._current: dict[str, float] | None = None
         self._file = None
         if jsonl is not None:
-            Path(jsonl).parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(jsonl, "w", encoding="utf-8")  # noqa: SIM115 - closed by close()
+            try:
+                Path(jsonl).parent.mkdir(parents=True, exist_ok=True)
+                self._file = open(jsonl, "w", encoding="utf-8")  # noqa: SIM115 - closed by close()
+            except OSError as exc:
+                from .errors import InputError
+
+                raise InputError(f"Cannot write the latency log {jsonl}: {exc.strerror or exc}. Choose another "
+                                 "path.") from None
         self.path = Path(jsonl) if jsonl is not None else None
 
     @contextmanager

@@ -13,11 +13,11 @@ from typing import Any
 import numpy as np
 
 from .bundle import Artifact, Bundle, load_bundle, verify_artifact
-from .errors import EdgeSDKError, InputError, ModelLoadError
+from .errors import EdgeSDKError, InputError, ModelLoadError, UsageError, first_line
 from .hardware import HardwareProfile, detect
 from .parity import Tolerance
-from .runtimes import Backend, Ranking, Session, adapt, format_of_file, rank
-from .specs import TensorSpec
+from .runtimes import Backend, Ranking, Session, adapt, check_threads, format_of_file, rank
+from .specs import TensorSpec, check_array
 
 log = logging.getLogger(__name__)
 
@@ -43,20 +43,32 @@ class Runtime:
         mode: str = "latency",
         autotune: bool = False,
         hardware: HardwareProfile | str | os.PathLike | None = None,
+        allow_nonfinite: bool = False,
         **backend_options: Any,
     ):
         """autotune=True times the top candidates here for a few runs and caches the winner per
         (bundle, machine) in the cache folder; the next load reads it. hardware is a HardwareProfile or
-        a root folder to read one from (tests present other devices this way); default: this machine."""
+        a root folder to read one from (tests present other devices this way); default: this machine.
+        allow_nonfinite=True lets NaN/Inf inputs through (they are an InputError by default)."""
         if mode not in ("latency", "throughput"):
-            raise ValueError(f"mode must be 'latency' or 'throughput', not {mode!r}")
+            raise UsageError(f"mode must be 'latency' or 'throughput', not {mode!r}.")
+        if not isinstance(path, (str, os.PathLike)):
+            raise UsageError(f"Runtime needs the path of a bundle folder or a model file, not {type(path).__name__}.")
         self.path = Path(path)
-        self.threads = threads
+        self.threads = check_threads(threads)
         self.mode = mode
+        self.allow_nonfinite = allow_nonfinite
+        self.nonfinite_outputs = 0  # calls whose outputs held NaN or Inf (warned about once)
         if self.path.is_dir():
             self.bundle: Bundle = load_bundle(self.path)
+            self.verified = True
         elif self.path.is_file():
             self.bundle = _single_file_bundle(self.path)
+            self.verified = False
+            log.warning("%s is a bare model file: edgesdk cannot check its bytes (no manifest with a sha256) nor "
+                        "its accuracy. Convert it into a bundle with `edgesdk convert` to have both verified.",
+                        self.path)
+            artifact = artifact or self.bundle.artifacts[0].file
         else:
             raise ModelLoadError(f"No model at {self.path}: give a bundle folder or a model file.")
         self.profile = hardware if isinstance(hardware, HardwareProfile) else detect(hardware or "/")
@@ -65,7 +77,7 @@ class Runtime:
         if autotune and self.bundle.inputs:
             from .autotune import autotune as run_autotune
 
-            self.autotune = run_autotune(self.bundle, self.ranking, self.profile, threads,
+            self.autotune = run_autotune(self.bundle, self.ranking, self.profile, self.threads,
                                          key_extra=f"{backend}|{precision}|{artifact}|{tolerance}|{mode}")
             measured = {(k.split("|")[1], k.split("|")[0]): v for k, v in self.autotune["ms"].items()}
             self.ranking = rank(self.bundle, tolerance, backend, precision, artifact, self.profile, measured)
@@ -73,14 +85,15 @@ class Runtime:
         self._session: Session | None = None
         for cand in self.ranking.candidates:
             try:
-                model_path = verify_artifact(self.bundle, cand.artifact)
-                session = cand.backend.open(model_path, threads=threads, precision=cand.artifact.precision,
+                model_path = verify_artifact(self.bundle, cand.artifact) if self.verified else self.path
+                session = cand.backend.open(model_path, threads=self.threads, precision=cand.artifact.precision,
                                             mode=mode, **backend_options)
                 self._session = adapt(session, self.bundle.inputs, self.bundle.outputs, cand.artifact.io)
-            except EdgeSDKError as exc:
+            except Exception as exc:  # noqa: BLE001 - any failure to load a candidate: record it, try the next
+                why = str(exc) if isinstance(exc, EdgeSDKError) else f"{exc.__class__.__name__}: {first_line(exc)}"
                 log.warning("Could not load %s on %s (%s); trying the next candidate.", cand.artifact.file,
-                            cand.backend.name, exc)
-                self.skipped.append(f"{cand.artifact.id} on {cand.backend.name}: failed to load: {exc}")
+                            cand.backend.name, why)
+                self.skipped.append(f"{cand.artifact.id} on {cand.backend.name}: failed to load: {why}")
                 continue
             self._backend: Backend = cand.backend
             self.artifact: Artifact = cand.artifact
@@ -140,9 +153,21 @@ class Runtime:
 
     def run_all(self, inputs: Inputs) -> list[np.ndarray]:
         """Like run(), always returning a list of outputs."""
-        if self._session is None:
+        session = self._session
+        if session is None:
             raise EdgeSDKError("This Runtime is closed.")
-        return self._session.run(self._feeds(inputs))
+        return self._check_outputs(session.run(self._feeds(inputs)))
+
+    def _check_outputs(self, outputs: list[np.ndarray]) -> list[np.ndarray]:
+        """Say so (once) when outputs hold NaN or Inf: what corrupted weights in a bare file look like."""
+        if all(o.dtype.kind != "f" or np.isfinite(o).all() for o in outputs):
+            return outputs
+        self.nonfinite_outputs += 1
+        if self.nonfinite_outputs == 1:
+            log.warning("%s on %s returned NaN or infinite outputs. The model file may be corrupt%s, or the "
+                        "model overflows on these inputs.", self.artifact.id, self.backend,
+                        "" if self.verified else " (a bare file is not checked against a manifest)")
+        return outputs
 
     def run_many(self, batches: Sequence[Inputs]) -> list[list[np.ndarray]]:
         """Run many independent batches; returns each one's outputs, in order. Backends with an
@@ -154,11 +179,11 @@ class Runtime:
         run_many = getattr(self._session, "run_many", None)
         if run_many is not None:
             outputs, self.last_latencies_s = run_many(feeds_list)
-            return outputs
+            return [self._check_outputs(o) for o in outputs]
         outputs, self.last_latencies_s = [], []
         for feeds in feeds_list:
             t0 = time.perf_counter()
-            outputs.append(self._session.run(feeds))
+            outputs.append(self._check_outputs(self._session.run(feeds)))
             self.last_latencies_s.append(time.perf_counter() - t0)
         return outputs
 
@@ -187,13 +212,11 @@ class Runtime:
         feeds = {}
         for spec, arr in zip(self.inputs, arrays):
             if not isinstance(arr, np.ndarray):
-                arr = np.asarray(arr.detach().cpu().numpy() if hasattr(arr, "detach") else arr)
-            if arr.dtype != np.dtype(spec.dtype):
-                raise InputError(f"Input '{spec.name}' has dtype {arr.dtype}; the model expects {spec.dtype}. "
-                                 f"Convert it with .astype(np.{spec.dtype}).")
-            if not spec.accepts_shape(arr.shape):
-                raise InputError(f"Input '{spec.name}' has shape {list(arr.shape)}; the model expects "
-                                 f"{list(spec.shape)}" + (f" ({spec.layout})" if spec.layout else "") + ".")
+                try:
+                    arr = np.asarray(arr.detach().cpu().numpy() if hasattr(arr, "detach") else arr)
+                except (TypeError, ValueError) as exc:
+                    raise InputError(f"Input '{spec.name}' is not an array ({first_line(exc)}).") from None
+            check_array(spec, arr, self.allow_nonfinite)
             feeds[spec.name] = arr
         return feeds
 

@@ -243,7 +243,7 @@ class KerasSource(SourceModel):
         import tensorflow as tf
 
         tf2onnx = require("tf2onnx", "keras", "Converting a Keras model to ONNX")
-        from .converters.onnx import save_slim
+        from .converters.onnx import rename_io, save_slim
 
         signature = [tf.TensorSpec((None if dynamic_batch else s.shape[0], *s.shape[1:]), s.dtype, name=s.name)
                      for s in self.inputs]
@@ -252,7 +252,7 @@ class KerasSource(SourceModel):
             proto, _ = tf2onnx.convert.from_function(function, input_signature=signature, opset=min(opset, 18))
         except Exception as exc:
             raise ConversionError(f"tf2onnx could not convert the Keras model: {_first_line(exc)}") from None
-        save_slim(proto, path)
+        save_slim(rename_io(proto, [s.name for s in self.inputs], [s.name for s in self.outputs]), path)
         return {"tensorflow": tf.__version__, "tf2onnx": tf2onnx.__version__}
 
 
@@ -265,9 +265,90 @@ def from_keras(model: Any) -> KerasSource:
     return KerasSource(model)
 
 
-def load_keras(path: Path, input_shape: Sequence[int] | None = None) -> KerasSource:
-    """A .keras / .h5 file (loaded with safe_mode: no arbitrary code from Lambda layers) or a SavedModel."""
+#: TensorFlow ops that touch the file system or call back into Python. A SavedModel is a program: its
+#: serving function runs on example feeds during conversion, so one that holds these ops is refused
+#: unless the user says they trust it.
+UNSAFE_TF_OPS = frozenset({
+    "WriteFile", "ReadFile", "MatchingFiles", "Save", "SaveSlices", "SaveV2", "MergeV2Checkpoints", "Restore",
+    "RestoreSlice", "RestoreV2", "PyFunc", "PyFuncStateless", "EagerPyFunc", "CreateSummaryFileWriter",
+    "WriteScalarSummary", "WriteHistogramSummary", "WriteImageSummary", "WriteAudioSummary", "WriteGraphSummary",
+    "WriteRawProtoSummary", "WriteSummary", "ImportEvent", "FlushSummaryWriter", "DebugIdentityV2",
+    "DebugIdentityV3", "TFRecordDataset", "TFRecordDatasetV2", "FixedLengthRecordDataset", "TextLineDataset",
+    "DatasetToTFRecord", "SaveDataset", "SaveDatasetV2", "LoadDataset", "WholeFileReader", "WholeFileReaderV2",
+    "ReaderReadV2", "ImmutableConst",
+})
+
+
+def saved_model_unsafe_ops(folder: Path, signature: str = "serving_default") -> list[str]:
+    """The unsafe ops a SavedModel's serving signature can reach (the graph nodes its outputs depend
+    on, and every function those call, transitively). The saver's own SaveV2/RestoreV2 functions are
+    not reachable from serving and do not count. Read from the protobuf: nothing of the model runs."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    try:
+        proto.ParseFromString((folder / "saved_model.pb").read_bytes())
+    except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError and friends
+        raise ModelLoadError(f"{folder}/saved_model.pb is not a readable SavedModel ({_first_line(exc)}).") from None
+    found: set[str] = set()
+    for meta in proto.meta_graphs:
+        if signature not in meta.signature_def:
+            continue
+        functions = {f.signature.name: f for f in meta.graph_def.library.function}
+        nodes = {n.name: n for n in meta.graph_def.node}
+        pending = [t.name.lstrip("^").split(":")[0] for t in meta.signature_def[signature].outputs.values()]
+        seen_nodes: set[str] = set()
+        calls: list[str] = []
+        while pending:  # the main graph, backwards from the signature's outputs
+            name = pending.pop()
+            if name in seen_nodes or name not in nodes:
+                continue
+            seen_nodes.add(name)
+            node = nodes[name]
+            found.add(node.op)
+            calls += _called_functions(node, functions)
+            pending += [i.lstrip("^").split(":")[0] for i in node.input]
+        seen_functions: set[str] = set()
+        while calls:  # every function reachable from there, whole
+            name = calls.pop()
+            if name in seen_functions:
+                continue
+            seen_functions.add(name)
+            for node in functions[name].node_def:
+                found.add(node.op)
+                calls += _called_functions(node, functions)
+    return sorted(found & UNSAFE_TF_OPS)
+
+
+def _called_functions(node: Any, functions: dict[str, Any]) -> list[str]:
+    """Functions a node calls: by op name, or through func / list-of-func attributes."""
+    called = [node.op] if node.op in functions else []
+    for attr in node.attr.values():
+        if attr.HasField("func"):
+            called.append(attr.func.name)
+        called += [f.name for f in attr.list.func]
+    return [c for c in called if c in functions]
+
+
+def check_saved_model(folder: Path, trust_source: bool) -> None:
+    """Refuse a SavedModel whose serving function holds file-system or Python-calling ops, unless trusted."""
+    unsafe = saved_model_unsafe_ops(folder)
+    if unsafe and not trust_source:
+        raise ModelLoadError(
+            f"The SavedModel {folder} runs ops that read or write files or call Python when served "
+            f"({', '.join(unsafe)}). A SavedModel is a program, and converting it runs it. If you trust where it "
+            "came from, pass trust_source=True (--trust-source on the CLI).")
+    if unsafe:
+        log.warning("Converting the SavedModel %s although it holds %s (trusted by the user).", folder,
+                    ", ".join(unsafe))
+
+
+def load_keras(path: Path, input_shape: Sequence[int] | None = None, trust_source: bool = False) -> KerasSource:
+    """A .keras / .h5 file (loaded with safe_mode: no arbitrary code from Lambda layers) or a SavedModel
+    (a program: checked for file-system and Python-calling ops first, see check_saved_model)."""
     if path.is_dir():
+        require("tensorflow", "keras", "Converting a SavedModel")
+        check_saved_model(path, trust_source)
         return KerasSource(saved_model=path, description=str(path), input_shape=input_shape)
     keras = require("keras", "keras", f"Reading {path.name}")
     try:
@@ -335,8 +416,10 @@ def load_source(
     weights: str | os.PathLike | None = None,
     input_shape: Sequence[int] | None = None,
     dynamic_batch: bool = False,
+    trust_source: bool = False,
 ) -> SourceModel:
-    """Open a source model from the CLI's arguments: a model file, or a factory with optional weights."""
+    """Open a source model from the CLI's arguments: a model file, or a factory with optional weights.
+    trust_source=True lets a SavedModel with file-system or Python-calling ops be converted (it runs)."""
     if factory:
         module = load_factory(factory)
         if weights:
@@ -349,7 +432,7 @@ def load_source(
                              "SavedModel folder) or --factory.")
     p = Path(path)
     if p.is_dir() and (p / "saved_model.pb").is_file():
-        return load_keras(p, input_shape)
+        return load_keras(p, input_shape, trust_source)
     if not p.is_file():
         raise ModelLoadError(f"Model file not found: {p}")
     suffix = p.suffix.lower()

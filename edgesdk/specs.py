@@ -42,6 +42,37 @@ class TensorSpec:
         )
 
 
+def check_array(spec: TensorSpec, arr: np.ndarray, allow_nonfinite: bool = False) -> None:
+    """Raise InputError unless arr has spec's dtype and an accepted shape, and (for floating inputs)
+    only finite values: NaN or Inf in gives plausible-looking garbage out on several backends."""
+    from .errors import InputError
+
+    if arr.dtype != np.dtype(spec.dtype):
+        raise InputError(f"Input '{spec.name}' has dtype {arr.dtype}; the model expects {spec.dtype}. "
+                         f"Convert it with .astype(np.{spec.dtype}).")
+    if not spec.accepts_shape(arr.shape):
+        raise InputError(f"Input '{spec.name}' has shape {list(arr.shape)}; the model expects "
+                         f"{list(spec.shape)}" + (f" ({spec.layout})" if spec.layout else "") + ".")
+    if not allow_nonfinite and arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+        raise InputError(f"Input '{spec.name}' holds {bad} NaN or infinite values; the model expects finite "
+                         "numbers. Check the preprocessing, or pass allow_nonfinite=True to run them anyway.")
+
+
+def check_feeds(specs: Sequence[TensorSpec], feeds: dict[str, np.ndarray]) -> None:
+    """Raise InputError unless feeds has exactly the named inputs, each matching its spec."""
+    from .errors import InputError
+
+    names = [s.name for s in specs]
+    if sorted(feeds) != sorted(names):
+        raise InputError(f"Inputs {sorted(feeds)} do not match the model's inputs {names}.")
+    for spec in specs:
+        arr = feeds[spec.name]
+        if not isinstance(arr, np.ndarray):
+            raise InputError(f"Input '{spec.name}' is a {type(arr).__name__}; give a numpy array.")
+        check_array(spec, arr, allow_nonfinite=True)
+
+
 def guess_layout(shape: Sequence[Dim]) -> str | None:
     """NCHW or NHWC for a 4-D image-like shape, None otherwise."""
     if len(shape) != 4:

@@ -9,8 +9,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before the guard imports TensorFlow
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # so factories like tests.models:tiny_cnn import in-process
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Every dependency `make setup` installs is required: a missing one fails the run here, loudly,
+    rather than skipping the tests that need it."""
+    from tests.required import missing
+
+    problems = missing()
+    if problems:
+        pytest.exit("Required test dependencies are missing or broken (run `make setup`):\n  " +
+                    "\n  ".join(problems), returncode=3)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -74,6 +86,23 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory, image_folder: Path, ti
 
 
 @pytest.fixture(scope="session")
+def every_format(tmp_path_factory: pytest.TempPathFactory, image_folder: Path, tiny_preprocess) -> Path:
+    """The tiny CNN in every format, FP32 and INT8 (TensorRT: FP16 and the symmetric QDQ INT8)."""
+    import torch
+
+    import edgesdk
+    from tests.models import tiny_cnn
+
+    out = tmp_path_factory.mktemp("sel") / "all"
+    edgesdk.convert(tiny_cnn(), torch.zeros(1, 3, 32, 32), targets=["onnx", "openvino", "tflite", "tensorrt"],
+                    precisions={"onnx": ["fp32", "int8"], "openvino": ["fp32", "int8"], "tflite": ["fp32", "int8"],
+                                "tensorrt": ["fp16", "int8"]},
+                    calib=image_folder, preprocess=tiny_preprocess, labels=[f"class{i}" for i in range(10)], out=out,
+                    options={"int8_float_nodes": []})
+    return out
+
+
+@pytest.fixture(scope="session")
 def photos(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """The 100 real photos of the ai-benchmark wheel: 0-49 for calibration, 50-99 held out."""
     from edgesdk import zoo
@@ -91,16 +120,10 @@ def effnet_bundle(tmp_path_factory: pytest.TempPathFactory, photos: tuple[Path, 
 
     calib, evaluation = photos
     out = tmp_path_factory.mktemp("bundles") / "effnet"
-    targets = ["onnx", "openvino"] + (["tflite"] if _has("tensorflow", "onnx2tf", "ai_edge_litert") else [])
+    targets = ["onnx", "openvino", "tflite"]
     edgesdk.convert(zoo.efficientnet_lite0(), torch.zeros(1, 3, 224, 224), targets=targets,
                     precisions=["fp32", "int8"], calib=calib, validation=evaluation, out=out)
     return out
-
-
-def _has(*modules: str) -> bool:
-    import importlib.util
-
-    return all(importlib.util.find_spec(m) is not None for m in modules)
 
 
 def smooth_batch(n: int, shape: tuple[int, ...], seed: int = 0) -> np.ndarray:

@@ -133,16 +133,25 @@ def test_trained_detector_finds_the_objects():
 def shapes(tmp_path_factory):
     root = tmp_path_factory.mktemp("shapes")
     data = write_scenes(root / "data", 48, seed=99)
-    targets = ["onnx", "openvino"] + (["tflite"] if _has("onnx2tf", "ai_edge_litert") else [])
+    targets = ["onnx", "openvino", "tflite"]
     edgesdk.convert(shapes_yolo(), torch.zeros(1, 3, 256, 256), targets=targets, precisions=["fp32", "int8"],
                     calib=data / "calib.npy", out=root / "bundle")
     return root / "bundle", data
 
 
-def _has(*modules):
-    import importlib.util
-
-    return all(importlib.util.find_spec(m) is not None for m in modules)
+def test_detector_parity_is_judged_on_detections(shapes):
+    """The detector's reduced-precision artifacts are judged on decoded detections, not on a cosine."""
+    manifest = edgesdk.load_bundle(shapes[0])
+    assert manifest.task == "detection"
+    for art in manifest.artifacts:
+        if art.precision == "fp32":
+            assert "detection" not in art.parity and art.parity["max_abs"] <= 1e-4 * art.parity["reference_max_abs"]
+            continue
+        det = art.parity["detection"]
+        assert det["reference_detections"] > 20 and 0 <= det["recall"] <= 1 and 0 <= det["precision"] <= 1
+        ok, why = edgesdk.Tolerance().accepts(art.precision, art.parity)
+        assert why.startswith("detections: recall"), why
+        assert ok == (det["recall"] >= 0.9 and det["precision"] >= 0.9)
 
 
 def test_detect_app_on_every_artifact(shapes, tmp_path, capsys):

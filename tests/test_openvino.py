@@ -14,8 +14,6 @@ from edgesdk.runtimes import get_backend
 from tests.conftest import smooth_batch
 from tests.models import tiny_cnn
 
-pytest.importorskip("openvino")
-
 
 @pytest.fixture(scope="module")
 def ov_bundle(tmp_path_factory, image_folder, tiny_preprocess):

@@ -86,8 +86,9 @@ def test_unstructured_pruning_zeroes_weights_but_keeps_shapes():
 
 
 def test_distillation_beats_the_same_student_without_a_teacher():
-    np = pytest.importorskip("numpy")
-    datasets = pytest.importorskip("sklearn.datasets")
+    import numpy as np
+    from sklearn import datasets
+
     from edgesdk.optimize import distill, fine_tune
 
     X, y = datasets.load_digits(return_X_y=True)
@@ -126,7 +127,6 @@ def test_distillation_beats_the_same_student_without_a_teacher():
 
 
 def test_worked_example_table(tmp_path):
-    pytest.importorskip("sklearn")
     from examples.optimize_digits import run
 
     rows = {r["model"]: r for r in run(epochs=6, qat_epochs=2, out=tmp_path)}

@@ -29,8 +29,11 @@ def copy_bundle(src, dst):
 
 def test_auto_runtime_runs_and_says_what_it_picked(tiny_bundle, x, reference):
     with edgesdk.Runtime(tiny_bundle, threads=1) as rt:
-        assert rt.backend == "onnxruntime"
-        assert rt.artifact.id in {"onnx-fp32", "onnx-fp16", "onnx-int8"}
+        # Both backends that run ONNX share x86's first tier: the pick is the pair measured fastest at
+        # conversion among those within tolerance (which one that was is this run's timing, not a contract).
+        accepted = [a for a in rt.bundle.artifacts if edgesdk.Tolerance().accepts(a.precision, a.parity)[0]]
+        fastest = min(((ms, a.id, b) for a in accepted for b, ms in a.latency_ms.items()))
+        assert (rt.artifact.id, rt.backend) == fastest[1:], rt.explain()
         assert rt.artifact.id in rt.explain()
         out = rt.run(x)
         assert out.shape == (1, 10) and out.dtype == np.float32

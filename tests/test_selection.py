@@ -20,19 +20,17 @@ from tests.models import tiny_cnn
 from tests.test_cli import cli
 
 ROOTS = Path(__file__).parent / "hwroots"
-pytest.importorskip("ai_edge_litert")
-pytest.importorskip("onnx2tf")
 
 
-@pytest.fixture(scope="module")
-def every_format(tmp_path_factory, image_folder, tiny_preprocess):
-    """The tiny CNN in every format, FP32 and INT8 (TensorRT: FP16 and the symmetric QDQ INT8)."""
-    out = tmp_path_factory.mktemp("sel") / "all"
-    edgesdk.convert(tiny_cnn(), torch.zeros(1, 3, 32, 32), targets=["onnx", "openvino", "tflite", "tensorrt"],
-                    precisions={"onnx": ["fp32", "int8"], "openvino": ["fp32", "int8"], "tflite": ["fp32", "int8"],
-                                "tensorrt": ["fp16", "int8"]},
-                    calib=image_folder, preprocess=tiny_preprocess, out=out, options={"int8_float_nodes": []})
-    return out
+def tensorrt_installed() -> bool:
+    """Tests of TensorRT's absence must not fail on a machine that has it."""
+    import importlib.util
+
+    return importlib.util.find_spec("tensorrt") is not None
+
+
+needs_no_tensorrt = pytest.mark.skipif(tensorrt_installed(), reason="TensorRT is installed here: these tests cover "
+                                       "machines without it (the GPU path is exercised on a TensorRT host)")
 
 
 @pytest.mark.parametrize("root,device,expect", [
@@ -73,9 +71,10 @@ def test_ranking_per_device(every_format, root, first):
         assert (rt.backend, rt.artifact.id) == first, rt.explain()
         order = [c.backend.name for c in rt.ranking.candidates]
         text = rt.explain()
-    if root in ("jetson_orin", "nvidia_x86"):
+    if root in ("jetson_orin", "nvidia_x86") and not tensorrt_installed():
         assert any(s.startswith("tensorrt-int8 on tensorrt: the tensorrt package is not installed") for s in rt.skipped)
         assert "skipped: tensorrt" in text
+    if root in ("jetson_orin", "nvidia_x86"):
         cpu_fallbacks = ("tflite", "openvino") if root == "jetson_orin" else ("openvino", "tflite")  # x86 CPU: OpenVINO
         assert order.index("onnxruntime") < order.index(cpu_fallbacks[0]) < order.index(cpu_fallbacks[1])
     elif root in ("pi5", "android"):
@@ -148,6 +147,7 @@ def test_tensorrt_int8_is_symmetric_qdq_checked_on_onnxruntime(every_format):
     assert (out.argmax(1) == ref.argmax(1)).mean() >= 0.75
 
 
+@needs_no_tensorrt
 def test_tensorrt_without_tensorrt_or_gpu(every_format):
     backend = get_backend("tensorrt")
     ok, why = backend.available()
@@ -181,6 +181,7 @@ def test_target_presets_on_the_cli(capsys, tmp_path, image_folder):
         assert ids == expected
 
 
+@needs_no_tensorrt
 def test_doctor_prints_the_ranking_for_a_model(capsys, every_format):
     code, out, err = cli(capsys, "doctor", str(every_format), "--hardware", str(ROOTS / "jetson_orin"))
     assert code == 0, err

@@ -12,10 +12,6 @@ from edgesdk.runtimes import get_backend
 from tests.conftest import smooth_batch
 from tests.models import tiny_cnn
 
-pytest.importorskip("ai_edge_litert")
-pytest.importorskip("tensorflow")
-pytest.importorskip("onnx2tf")
-
 
 @pytest.fixture(scope="module")
 def tfl_bundle(tmp_path_factory, image_folder, tiny_preprocess):
@@ -49,7 +45,8 @@ def test_manifest_records_layout_and_route(tfl_bundle):
     for precision in ("fp32", "fp16", "int8"):
         a = arts[f"tflite-{precision}"]
         # onnx2tf makes the graph channels-last: the manifest says how the Runtime maps NCHW onto it
-        assert a["layout"] == "NHWC" and a["io"] == {"inputs": [[0, 2, 3, 1]], "outputs": [None]}
+        assert a["layout"] == "NHWC" and a["io"] == {"inputs": [[0, 2, 3, 1]], "outputs": [None],
+                                                   "output_names": ["output_0"]}  # onnx2tf's name, declared
         assert "onnx2tf" in a["versions"]["route"] and a["versions"]["onnx2tf"]
     assert arts["tflite-fp32"]["parity"]["max_abs"] <= 1e-5
     q = arts["tflite-int8"]["quantization"]

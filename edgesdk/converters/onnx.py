@@ -77,6 +77,26 @@ def export_torch(source: SourceModel, path: Path, opset: int, dynamic_batch: boo
     return exporter
 
 
+def rename_io(model: Any, inputs: list[str], outputs: list[str]) -> Any:
+    """The graph's inputs and outputs renamed, by position, to the source's names (tf2onnx calls a Keras
+    output 'Identity:0'), everywhere the tensors appear. Returns the model, changed in place."""
+    graph = model.graph
+    init = {i.name for i in graph.initializer}
+    graph_inputs = [v for v in graph.input if v.name not in init]
+    mapping = {v.name: n for v, n in zip(graph_inputs, inputs) if v.name != n}
+    mapping.update({v.name: n for v, n in zip(graph.output, outputs) if v.name != n})
+    if not mapping:
+        return model
+    for value in [*graph_inputs, *graph.output]:
+        value.name = mapping.get(value.name, value.name)
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            node.input[i] = mapping.get(name, name)
+        for i, name in enumerate(node.output):
+            node.output[i] = mapping.get(name, name)
+    return model
+
+
 def save_slim(model: Any, path: Path) -> None:
     """Simplify with onnxslim (constant folding, fusions) and save as one file."""
     import onnx

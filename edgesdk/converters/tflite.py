@@ -137,12 +137,19 @@ def layout_permutations(session: Any, job: ConversionJob, channels_last: bool) -
         raise ConversionError(f"The TFLite {what} has shape {list(mine)}, which does not match the source's "
                               f"{list(source)} in either layout.")
 
-    return {
+    io: dict[str, list[Any]] = {
         "inputs": [perm_for(t.shape, s.concrete_shape(), f"input '{t.name}'")
                    for t, s in zip(session.inputs, job.source.inputs)],
         "outputs": [perm_for(t.shape, s.concrete_shape(), f"output '{t.name}'")
                     for t, s in zip(session.outputs, job.source.outputs)],
     }
+    # onnx2tf renames tensors ('output' -> 'output_0'): declare the TFLite names, in the source's order,
+    # so the Runtime maps them by name and parity can tell a renamed tensor from a wrong one.
+    for what, mine, source in (("input", session.inputs, job.source.inputs),
+                               ("output", session.outputs, job.source.outputs)):
+        if sorted(t.name for t in mine) != sorted(s.name for s in source):
+            io[f"{what}_names"] = [t.name for t in mine]
+    return io
 
 
 def _representative(job: ConversionJob, perms: list[Any]) -> Any:

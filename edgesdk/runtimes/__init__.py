@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from ..errors import BackendUnavailable, ModelLoadError
+from ..errors import BackendUnavailable, ModelLoadError, UsageError
 from ..specs import TensorSpec
 
 if TYPE_CHECKING:
@@ -100,6 +100,21 @@ def get_backend(name: str) -> Backend:
         raise BackendUnavailable(f"Unknown backend '{name}'. Known backends: {', '.join(_registry())}.") from None
 
 
+def max_threads() -> int:
+    """The most intra-op threads edgesdk lets a backend start: a million threads hangs ONNX Runtime."""
+    return max(64, 4 * (os.cpu_count() or 1))
+
+
+def check_threads(threads: Any) -> int | None:
+    """threads as given (None: the backend's own choice), or UsageError when it is no sensible count."""
+    if threads is None:
+        return None
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or not 1 <= threads <= max_threads():
+        raise UsageError(f"threads must be a whole number from 1 to {max_threads()} (or None for the backend's "
+                         f"choice), not {threads!r}.")
+    return int(threads)
+
+
 def format_of_file(path: str | os.PathLike) -> str:
     """The artifact format of a single model file, from its suffix."""
     suffix = Path(path).suffix.lower()
@@ -120,13 +135,10 @@ class AdaptedSession:
         self.inputs, self.outputs = inputs, outputs
         self._in_perm = list(io.get("inputs") or [None] * len(inputs))
         self._out_inverse = [None if p is None else list(np.argsort(p)) for p in io.get("outputs") or [None] * len(outputs)]
-        inner_in = [s.name for s in session.inputs]
-        # By name where the artifact kept the source's names, else by position.
-        self._in_names = ([s.name for s in inputs] if sorted(inner_in) == sorted(s.name for s in inputs) else inner_in)
+        self._in_names = inner_names(session.inputs, inputs, io.get("input_names"), aliases(session, "input"))
         inner_out = [s.name for s in session.outputs]
-        wanted = [s.name for s in outputs]
-        self._out_order = ([inner_out.index(n) for n in wanted] if sorted(inner_out) == sorted(wanted)
-                           else list(range(len(inner_out))))
+        self._out_order = [inner_out.index(n) for n in inner_names(session.outputs, outputs, io.get("output_names"),
+                                                                    aliases(session, "output"))]
 
     def _inner_feeds(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         arrays = [feeds[s.name] for s in self.inputs]
@@ -153,10 +165,64 @@ class AdaptedSession:
         return attr
 
 
+def aliases(session: Session, what: str) -> list[set[str]]:
+    """Every name each of a session's inputs (what="input") or outputs answers to: its spec's name, plus
+    the other names a backend knows it by (an OpenVINO tensor may be both '/ReduceMean_output_0' and
+    'speech_prob'), from the session's optional `input_aliases` / `output_aliases`."""
+    specs = session.inputs if what == "input" else session.outputs
+    extra = getattr(session, f"{what}_aliases", None) or [set() for _ in specs]
+    return [{s.name, *a} for s, a in zip(specs, extra)]
+
+
+def _by_alias(inner: list[TensorSpec], source: list[TensorSpec], names: list[set[str]]) -> list[str] | None:
+    """The inner names matching the source's, one each, in the source's order; None if any is missing."""
+    found = []
+    for spec in source:
+        matches = [i for i, known in enumerate(names) if spec.name in known]
+        if len(matches) != 1:
+            return None
+        found.append(inner[matches[0]].name)
+    return found if len(set(found)) == len(found) else None
+
+
+def inner_names(inner: list[TensorSpec], source: list[TensorSpec], declared: list[str] | None,
+                names: list[set[str]] | None = None) -> list[str]:
+    """The artifact's tensor names, in the source's order: the source's own names where the artifact
+    kept them (as a name or an alias), else the names its converter declared (onnx2tf renames 'output'
+    to 'output_0'), else by position (a bare file, or a bundle from before names were declared)."""
+    matched = _by_alias(inner, source, names or [{s.name} for s in inner]) if len(inner) == len(source) else None
+    if matched is not None:
+        return matched
+    own = [s.name for s in inner]
+    if declared and sorted(declared) == sorted(own):
+        return list(declared)
+    return own
+
+
+def io_problems(session: Session, inputs: list[TensorSpec], outputs: list[TensorSpec],
+                io: dict[str, Any]) -> list[str]:
+    """What breaks the I/O contract between an artifact's session and its source: a different count
+    of inputs or outputs, or names that are neither the source's nor the ones its converter declared."""
+    problems = []
+    for what, inner, source, declared in (("input", session.inputs, inputs, io.get("input_names")),
+                                          ("output", session.outputs, outputs, io.get("output_names"))):
+        names = sorted(s.name for s in inner)
+        if len(inner) != len(source):
+            problems.append(f"{len(inner)} {what}(s) {names} where the source has {len(source)} "
+                            f"{[s.name for s in source]}")
+        elif _by_alias(inner, source, aliases(session, what)) is None and names != sorted(declared or []):
+            problems.append(f"{what} names {names} match neither the source's {[s.name for s in source]} nor "
+                            f"those its converter declared ({declared or 'none'})")
+    return problems
+
+
 def adapt(session: Session, inputs: list[TensorSpec], outputs: list[TensorSpec], io: dict[str, Any]) -> Session:
     """The session as the source model's specs describe it; the session itself when nothing differs."""
     if not inputs or not outputs:  # a bare model file: its own specs are the contract
         return session
+    if len(session.inputs) != len(inputs) or len(session.outputs) != len(outputs):
+        raise ModelLoadError(f"The artifact does not fit its bundle's manifest: "
+                             f"{'; '.join(io_problems(session, inputs, outputs, io))}. Re-convert the model.")
     same_names = ([s.name for s in session.inputs] == [s.name for s in inputs] and
                   [s.name for s in session.outputs] == [s.name for s in outputs])
     if same_names and not any(io.get("inputs") or []) and not any(io.get("outputs") or []):
@@ -221,6 +287,8 @@ def rank(
             ok, why = tolerance.accepts(a.precision, a.parity)
             if ok:
                 kept.append(a)
+            elif why.startswith("parity not measured"):
+                ranking.skipped.append(f"{a.id}: {why}; only a forced precision or artifact runs it")
             else:
                 ranking.skipped.append(f"{a.id}: parity outside tolerance, {why}")
         pool = kept
@@ -237,8 +305,9 @@ def rank(
                 continue
             pairs.append(Candidate(b, a))
     def measured_ms(c: Candidate) -> tuple[float | None, str]:
-        if measured and (c.backend.name, c.artifact.id) in measured:
-            return measured[(c.backend.name, c.artifact.id)], "measured here by autotune"
+        if measured is not None:  # autotune's figures alone: never mixed with timings taken at another time
+            ms = measured.get((c.backend.name, c.artifact.id))
+            return (ms, "measured here by autotune") if ms is not None else (None, "")
         if c.artifact.measured_on != machine_id:
             return None, ""
         return c.artifact.latency_ms.get(c.backend.name), "measured here at conversion"
@@ -261,6 +330,6 @@ def rank(
     if not ranking.candidates:
         detail = "; ".join(ranking.skipped) or "no artifact matches"
         hint = (" To run an artifact outside tolerance anyway, name it: precision='int8' or artifact='...'."
-                if any("parity outside tolerance" in s for s in ranking.skipped) else "")
+                if any("parity outside tolerance" in s or "parity not measured" in s for s in ranking.skipped) else "")
         raise BackendUnavailable(f"No backend can run any artifact of {bundle.path}: {detail}.{hint}")
     return ranking

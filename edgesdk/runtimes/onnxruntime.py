@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError, ModelLoadError
+from ..errors import InferenceError, InputError, ModelLoadError, first_line
 from ..specs import TensorSpec, guess_layout
 from . import Backend
 
@@ -67,9 +67,8 @@ class OrtSession:
         wanted = [p for p in wanted if p in available] or ["CPUExecutionProvider"]
         try:
             self._session = ort.InferenceSession(str(path), sess_options=opts, providers=wanted)
-        except Exception as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-            raise ModelLoadError(f"ONNX Runtime cannot load {path}: {first}. The file may be truncated or "
+        except Exception as exc:  # noqa: BLE001 - ORT raises its own types (Fail, InvalidGraph, ...)
+            raise ModelLoadError(f"ONNX Runtime cannot load {path}: {first_line(exc)}. The file may be truncated or "
                                  "corrupt, or use an operator this runtime lacks; re-export it.") from None
         self.providers = self._session.get_providers()
         self.inputs = [_spec_from_node_arg(a) for a in self._session.get_inputs()]
@@ -77,10 +76,15 @@ class OrtSession:
         self._output_names = [o.name for o in self.outputs]
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Thread-safe: ONNX Runtime allows concurrent run() calls on one InferenceSession."""
+        from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
+
         try:
             return self._session.run(self._output_names, feeds)
-        except Exception as exc:  # ORT raises its own exception types for bad feeds
-            raise InputError(f"ONNX Runtime rejected the inputs: {str(exc).strip().splitlines()[0]}") from None
+        except InvalidArgument as exc:  # what ORT raises for feeds of the wrong name, type or shape
+            raise InputError(f"ONNX Runtime rejected the inputs: {first_line(exc)}") from None
+        except Exception as exc:  # noqa: BLE001 - anything else failed inside the runtime, not in the input
+            raise InferenceError(f"ONNX Runtime failed while running the model: {first_line(exc)}") from None
 
     def close(self) -> None:
         self._session = None

@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BackendUnavailable, InputError, ModelLoadError
-from ..specs import TensorSpec, guess_layout
+from ..errors import BackendUnavailable, InferenceError, ModelLoadError
+from ..pool import WorkerPool
+from ..specs import TensorSpec, check_feeds, guess_layout
 from . import Backend
 
 log = logging.getLogger(__name__)
@@ -33,19 +34,25 @@ def _spec(port: Any) -> TensorSpec:
 
 
 def _first_line(exc: BaseException) -> str:
+    """OpenVINO puts the cause on the last line of its messages (after the source locations)."""
     lines = [line for line in str(exc).splitlines() if line.strip()]
     return lines[-1].strip() if lines else exc.__class__.__name__
 
 
 class OpenVINOSession:
-    """A compiled OpenVINO model and one infer request, behind the Session protocol."""
+    """A compiled OpenVINO model behind the Session protocol. An infer request holds its inputs and
+    outputs between infer() and the read, so each call borrows a request of its own from a pool: one
+    shared request returned other threads' results."""
 
     def __init__(self, compiled: Any, config: dict[str, Any], precision: str | None = None):
         self._compiled = compiled
-        self._request = compiled.create_infer_request()
+        self._requests = WorkerPool(compiled.create_infer_request, compiled.create_infer_request())
         self.config = config
         self.inputs = [_spec(p) for p in compiled.inputs]
         self.outputs = [_spec(p) for p in compiled.outputs]
+        # A tensor may carry several names (the ONNX output's and its producer's): all of them match.
+        self.input_aliases = [set(p.get_names()) for p in compiled.inputs]
+        self.output_aliases = [set(p.get_names()) for p in compiled.outputs]
         # What the plugin really computes float layers in, read back rather than assumed.
         try:
             value = compiled.get_property("INFERENCE_PRECISION_HINT")
@@ -56,17 +63,24 @@ class OpenVINOSession:
         self.execution_precision = f"int8+{floating}" if precision == "int8" else floating
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        try:
-            self._request.infer(feeds)
-        except Exception as exc:
-            raise InputError(f"OpenVINO rejected the inputs: {_first_line(exc)}") from None
-        return [self._request.get_output_tensor(i).data.copy() for i in range(len(self.outputs))]
+        """Thread-safe: the request is this call's alone from infer() until its outputs are copied."""
+        check_feeds(self.inputs, feeds)
+        if self._compiled is None:
+            raise InferenceError("This OpenVINO session is closed.")
+        with self._requests.borrow() as request:
+            try:
+                request.infer(feeds)
+                return [request.get_output_tensor(i).data.copy() for i in range(len(self.outputs))]
+            except Exception as exc:  # noqa: BLE001 - inputs were checked: this is OpenVINO failing
+                raise InferenceError(f"OpenVINO failed while running the model: {_first_line(exc)}") from None
 
     def run_many(self, feeds_list: list[dict[str, np.ndarray]]) -> tuple[list[list[np.ndarray]], list[float]]:
         """Run many batches through a pool of asynchronous infer requests (OpenVINO's throughput path).
         Returns the outputs in input order and each request's latency in seconds."""
         import openvino as ov
 
+        for feeds in feeds_list:
+            check_feeds(self.inputs, feeds)
         n_out = len(self.outputs)
         results: list[list[np.ndarray] | None] = [None] * len(feeds_list)
         latencies = [0.0] * len(feeds_list)
@@ -83,8 +97,8 @@ class OpenVINOSession:
                 queue.get_idle_request_id()  # wait for a free request first: latency excludes queueing
                 queue.start_async(feeds, (index, time.perf_counter()))
             queue.wait_all()
-        except Exception as exc:
-            raise InputError(f"OpenVINO rejected the inputs: {_first_line(exc)}") from None
+        except Exception as exc:  # noqa: BLE001 - inputs were checked: this is OpenVINO failing
+            raise InferenceError(f"OpenVINO failed while running the model: {_first_line(exc)}") from None
         return [r for r in results if r is not None], latencies
 
     @property
@@ -96,7 +110,7 @@ class OpenVINOSession:
             return 0
 
     def close(self) -> None:
-        self._request = None
+        self._requests.clear()
         self._compiled = None
 
 
@@ -137,7 +151,10 @@ class OpenVINOBackend(Backend):
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
         device = str(options.get("device") or "CPU").upper()
-        present = list(self.core().available_devices)
+        try:
+            present = list(self.core().available_devices)
+        except Exception as exc:  # noqa: BLE001 - a broken plugin or install: say so, let the Runtime fall back
+            raise BackendUnavailable(f"OpenVINO could not start ({_first_line(exc)}).") from None
         if device.split(":")[0] not in ("AUTO", "MULTI", "HETERO") and device not in present:
             raise BackendUnavailable(f"OpenVINO device '{device}' is not present here; this machine has "
                                      f"{', '.join(present)}. Use one of those or device='AUTO'.")

@@ -13,6 +13,7 @@ import importlib
 import logging
 import os
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..cache import cache_dir
-from ..errors import BackendUnavailable, InputError, ModelLoadError
+from ..errors import BackendUnavailable, InferenceError, InputError, ModelLoadError
 from ..specs import TensorSpec, guess_layout
 from . import Backend
 
@@ -81,6 +82,7 @@ class TensorRTSession:
         self.inputs = [self._spec(n) for n in names if is_input[n]]
         self.outputs = [self._spec(n) for n in names if not is_input[n]]
         self._buffers: dict[str, tuple[int, int]] = {}  # name -> (device pointer, bytes)
+        self._lock = threading.Lock()
 
     def _spec(self, name: str) -> TensorSpec:
         shape = tuple(int(d) if d >= 0 else None for d in self._engine.get_tensor_shape(name))
@@ -97,6 +99,11 @@ class TensorRTSession:
         return ptr
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Serialized: one execution context, its device buffers and stream serve one call at a time."""
+        with self._lock:
+            return self._run(feeds)
+
+    def _run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         cudart, ctx = self._cudart, self._context
         h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
         for spec in self.inputs:
@@ -113,7 +120,7 @@ class TensorRTSession:
             ctx.set_tensor_address(spec.name, self._device(spec.name, out.nbytes))
             outs.append(out)
         if not ctx.execute_async_v3(self._stream):
-            raise InputError("TensorRT failed to run the engine on these inputs.")
+            raise InferenceError("TensorRT failed to run the engine (execute_async_v3 returned false).")
         for spec, out in zip(self.outputs, outs):
             cudart.cudaMemcpyAsync(out.ctypes.data, self._buffers[spec.name][0], out.nbytes, d2h, self._stream)
         cudart.cudaStreamSynchronize(self._stream)

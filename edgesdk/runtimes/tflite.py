@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BackendUnavailable, InputError, ModelLoadError
+from ..errors import BackendUnavailable, InferenceError, InputError, ModelLoadError, first_line
+from ..pool import WorkerPool
 from ..specs import TensorSpec, guess_layout
 from . import Backend
 
@@ -78,13 +79,23 @@ it.allocate_tensors()
 """
 
 
+PROBE_TIMEOUT_S = 300
+
+
 def probe_in_subprocess(path: Path, module: str, attr: str) -> None:
     """Open the file in a child process first: a segfault there is an error here, not a crash."""
     if module == "tensorflow":
         code = "import sys\nimport tensorflow as tf\nit = tf.lite.Interpreter(model_path=sys.argv[1])\nit.allocate_tensors()\n"
     else:
         code = _PROBE.format(module=module, name=attr)
-    result = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=300)
+    try:
+        result = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True,
+                                timeout=PROBE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise ModelLoadError(f"{path} did not load in {PROBE_TIMEOUT_S} s in a child process ({module}); it may "
+                             "be corrupt or far too large for this device.") from None
+    except OSError as exc:
+        raise ModelLoadError(f"Could not start a child process to check {path}: {first_line(exc)}") from None
     if result.returncode != 0:
         why = f"signal {-result.returncode}" if result.returncode < 0 else (
             (result.stderr.strip().splitlines() or ["exit " + str(result.returncode)])[-1])
@@ -98,12 +109,14 @@ def _quant(detail: dict[str, Any]) -> tuple[float, int] | None:
 
 
 class TFLiteSession:
-    """An interpreter with its tensors allocated, behind the Session protocol."""
+    """Interpreters with their tensors allocated, behind the Session protocol. An interpreter keeps
+    its input and output tensors between set_tensor, invoke and get_tensor, so each call borrows one of
+    its own from a pool (made on demand from the same file): threads never read each other's outputs."""
 
     interpreter = ""  # the module that runs it, e.g. "ai_edge_litert.interpreter"
 
-    def __init__(self, interpreter: Any, raw: bool = False):
-        self._it = interpreter
+    def __init__(self, interpreter: Any, raw: bool = False, make: Any = None):
+        self._pool: WorkerPool[Any] | None = WorkerPool(make or (lambda: interpreter), interpreter)
         self.raw = raw
         signatures = interpreter.get_signature_list() if hasattr(interpreter, "get_signature_list") else {}
         if signatures:
@@ -128,7 +141,13 @@ class TFLiteSession:
         return TensorSpec(name, shape, dtype, guess_layout(shape))
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        it = self._it
+        """Thread-safe: the interpreter is this call's alone from set_tensor to the copied outputs."""
+        if self._pool is None:
+            raise InferenceError("This TFLite session is closed.")
+        with self._pool.borrow() as it:
+            return self._run(it, feeds)
+
+    def _run(self, it: Any, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         try:
             for name, detail in self._in:
                 x = feeds[name]
@@ -139,14 +158,16 @@ class TFLiteSession:
                 if tuple(x.shape) != tuple(detail["shape"]):
                     raise InputError(f"Input '{name}' has shape {list(x.shape)}; the TFLite model expects "
                                      f"{list(detail['shape'])}.")
-                it.set_tensor(detail["index"], np.ascontiguousarray(x, dtype=detail["dtype"]))
-            it.invoke()
-        except InputError:
-            raise
+                if np.dtype(x.dtype) != np.dtype(detail["dtype"]):
+                    raise InputError(f"Input '{name}' has dtype {x.dtype}; the TFLite model expects "
+                                     f"{np.dtype(detail['dtype']).name}.")
+                it.set_tensor(detail["index"], np.ascontiguousarray(x))
         except KeyError as exc:
             raise InputError(f"Missing input {exc}; the model takes {[n for n, _ in self._in]}.") from None
-        except (ValueError, RuntimeError) as exc:
-            raise InputError(f"TFLite rejected the inputs: {str(exc).strip().splitlines()[0]}") from None
+        try:
+            it.invoke()
+        except Exception as exc:  # noqa: BLE001 - inputs were checked: this is the interpreter failing
+            raise InferenceError(f"TFLite failed while running the model: {first_line(exc)}") from None
         outs = []
         for _name, detail in self._out:
             y = it.get_tensor(detail["index"])
@@ -155,7 +176,9 @@ class TFLiteSession:
         return outs
 
     def close(self) -> None:
-        self._it = None
+        if self._pool is not None:
+            self._pool.clear()
+        self._pool = None
 
 
 class TFLiteBackend(Backend):
@@ -183,13 +206,18 @@ class TFLiteBackend(Backend):
             probe_in_subprocess(path, module, interpreter_cls.__name__)
         # Default: every core, as ONNX Runtime and OpenVINO do (LiteRT alone would use one thread).
         kwargs: dict[str, Any] = {"model_path": str(path), "num_threads": int(threads or os.cpu_count() or 1)}
-        try:
+
+        def make() -> Any:
             interpreter = interpreter_cls(**kwargs)  # XNNPACK is the default CPU delegate
             interpreter.allocate_tensors()
+            return interpreter
+
+        try:
+            first = make()
         except Exception as exc:  # noqa: BLE001 - interpreters raise ValueError/RuntimeError alike
-            raise ModelLoadError(f"TFLite cannot load {path}: {str(exc).strip().splitlines()[0] if str(exc) else exc}. "
+            raise ModelLoadError(f"TFLite cannot load {path}: {first_line(exc)}. "
                                  "The file may be corrupt or use an unsupported operator; re-convert it.") from None
-        session = TFLiteSession(interpreter, raw=bool(options.get("raw")))
+        session = TFLiteSession(first, raw=bool(options.get("raw")), make=make)
         session.interpreter = module
         return session
 

@@ -1,0 +1,44 @@
+"""A pool of per-call workers (OpenVINO infer requests, TFLite interpreters) that are not safe to
+share between threads: each call borrows one, so concurrent callers never see each other's tensors."""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class WorkerPool(Generic[T]):
+    """Hands each caller a worker of its own for the length of one call. Workers are made on demand
+    (at most one per concurrent caller) and reused; `first` is kept as the first idle one."""
+
+    def __init__(self, make: Callable[[], T], first: T | None = None):
+        self._make = make
+        self._idle: queue.SimpleQueue[T] = queue.SimpleQueue()
+        self.created = 0
+        if first is not None:
+            self._idle.put(first)
+            self.created = 1
+
+    @contextlib.contextmanager
+    def borrow(self) -> Iterator[T]:
+        try:
+            worker = self._idle.get_nowait()
+        except queue.Empty:
+            worker = self._make()
+            self.created += 1
+        try:
+            yield worker
+        finally:
+            self._idle.put(worker)
+
+    def clear(self) -> None:
+        """Drop every idle worker (on close)."""
+        while True:
+            try:
+                self._idle.get_nowait()
+            except queue.Empty:
+                return
