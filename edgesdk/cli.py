@@ -156,7 +156,7 @@ def convert(source: str | None, out: str, targets: str | None, precision: str | 
             progress=lambda msg: status.update(msg),
         )
     table = Table(title=f"Bundle {bundle.path}")
-    for col in ("artifact", "file", "size", "max abs err", "top-1 agree", "cosine", "ms (here)"):
+    for col in ("artifact", "file", "size", "max abs err", "agreement", "cosine", "ms (here)"):
         table.add_column(col)
     for a in bundle.artifacts:
         p = a.parity
@@ -165,9 +165,16 @@ def convert(source: str | None, out: str, targets: str | None, precision: str | 
             table.add_row(a.id, a.file, f"{a.size_bytes / 1e6:.2f} MB", f"[red]{why}[/]", "-", "-", "-")
             continue
         table.add_row(a.id, a.file, f"{a.size_bytes / 1e6:.2f} MB", f"{p.get('max_abs', float('nan')):.2e}",
-                      f"{p['top1_agreement']:.1%}" if "top1_agreement" in p else "-", f"{p.get('cosine', 1):.5f}",
+                      _agreement(p), f"{p.get('cosine', 1):.5f}",
                       ", ".join(f"{b} {ms:.2f}" for b, ms in a.latency_ms.items()) or "-")
     results_console.print(table)
+
+
+def _agreement(parity: dict[str, Any]) -> str:
+    """The task's own measure: top-1 agreement, or detection recall / precision."""
+    if "detection" in parity:
+        return f"det R {parity['detection']['recall']:.1%} P {parity['detection']['precision']:.1%}"
+    return f"{parity['top1_agreement']:.1%} top-1" if "top1_agreement" in parity else "-"
 
 
 def _load_inputs(rt: Any, paths: Sequence[str]) -> list[tuple[str, np.ndarray]]:

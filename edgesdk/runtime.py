@@ -225,6 +225,7 @@ class Runtime:
         if self._session is not None:
             self._session.close()
             self._session = None
+            release_freed_memory()
 
     def __enter__(self) -> Runtime:
         return self
@@ -234,6 +235,25 @@ class Runtime:
 
     def __repr__(self) -> str:
         return f"Runtime({str(self.path)!r}, backend={self.backend!r}, artifact={self.artifact.id!r})"
+
+
+def release_freed_memory() -> None:
+    """Hand the heap a closed session freed back to the OS (glibc's malloc_trim). Without it, Runtimes
+    created and closed from several threads left RSS at its high-water mark (ONNX Runtime, 8 threads x
+    50 cycles: 142 -> 319 MB, a plateau rather than a leak): too much on a 1-2 GB device."""
+    global _malloc_trim
+    if _malloc_trim is None:
+        try:
+            import ctypes
+
+            _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):  # not glibc (musl, macOS, Windows): nothing to do
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
+
+
+_malloc_trim: Any = None
 
 
 def _single_file_bundle(path: Path) -> Bundle:
