@@ -43,7 +43,7 @@ demo: setup
 	$(PY) -m apps.detect build/shapes-data/images --model build/shapes --out build/detections --log build/detect-latency.jsonl
 
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -rs
 
 bench: demo
 	$(PY) benchmarks/compare_onnx.py --bundle build/effnet --json build/compare_onnx.json
