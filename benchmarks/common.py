@@ -9,19 +9,16 @@ from typing import Any
 
 import numpy as np
 
-from edgesdk.bench import time_runs
+from edgesdk.timing import interleaved_rounds
 
 
 def interleaved(runners: dict[str, Callable[[], Any]], rounds: int, runs: int, warmup: int) -> dict[str, list[float]]:
     """Median ms of each runner per round. Rounds rotate the order so no runner always goes first; this
     machine's speed drifts by up to 1.6x between rounds, so compare runners within a round."""
-    names = list(runners)
-    per_round: dict[str, list[float]] = {k: [] for k in names}
-    for r in range(rounds):
-        for name in names[r % len(names):] + names[: r % len(names)]:
-            per_round[name].append(float(np.median(time_runs(runners[name], runs, warmup))) * 1e3)
-        sys.stderr.write(f"round {r + 1}/{rounds}: " + ", ".join(f"{n} {per_round[n][-1]:.2f}" for n in names) + "\n")
-    return per_round
+    def report(r: int, per_round: dict[str, list[float]]) -> None:
+        sys.stderr.write(f"round {r + 1}/{rounds}: " + ", ".join(f"{n} {v[-1]:.2f}" for n, v in per_round.items()) + "\n")
+
+    return interleaved_rounds(runners, rounds, runs, warmup, report)
 
 
 def ratio(per_round: dict[str, list[float]], slow: str, fast: str) -> float:

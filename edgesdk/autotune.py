@@ -15,6 +15,7 @@ import numpy as np
 
 from .cache import cache_dir
 from .errors import EdgeSDKError
+from .timing import time_runs
 
 if TYPE_CHECKING:
     from .bundle import Bundle
@@ -42,7 +43,6 @@ def autotune(bundle: Bundle, ranking: Ranking, profile: HardwareProfile, threads
         return {**cached, "cached": True, "file": str(path)}
     except (OSError, ValueError):
         pass
-    from .bench import time_runs
     from .bundle import verify_artifact
     from .runtimes import adapt
 

@@ -19,6 +19,7 @@ from .errors import EdgeSDKError, UsageError
 from .hardware import detect
 from .runtime import Runtime
 from .runtimes import backends, check_threads
+from .timing import percentiles, time_runs  # noqa: F401 - also edgesdk.bench's public names
 
 log = logging.getLogger(__name__)
 
@@ -79,23 +80,6 @@ def _peak_rss_mb() -> float | None:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     except ImportError:
         return None
-
-
-def percentiles(times_s: Sequence[float]) -> dict[str, float]:
-    ms = np.asarray(times_s) * 1e3
-    return {"p50": float(np.percentile(ms, 50)), "p90": float(np.percentile(ms, 90)),
-            "p99": float(np.percentile(ms, 99)), "mean": float(ms.mean()), "min": float(ms.min())}
-
-
-def time_runs(fn: Callable[[], Any], runs: int, warmup: int) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return times
 
 
 def bench_inputs(rt: Runtime, seed: int = 0) -> list[np.ndarray]:

@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 
-from .bench import time_runs
 from .bundle import Artifact, Bundle, check_output_dir, load_bundle, sha256_of, staged_dir
 from .calibration import CalibrationSet
 from .converters import ConversionJob, get_converter
@@ -22,6 +21,7 @@ from .parity import TASKS, Tolerance, compare, is_class_scores, not_measured
 from .runtimes import Backend, adapt, backends, io_problems
 from .sources import SourceModel, from_module, load_source
 from .specs import Preprocess
+from .timing import interleaved_rounds
 
 log = logging.getLogger(__name__)
 
@@ -149,20 +149,15 @@ def time_interleaved(stage: Path, pairs: list[tuple[Artifact, Backend]], source:
     The recorded figure is the median over rounds of each round's median."""
     sessions = [(art, backend, adapt(backend.open(stage / art.file, precision=art.precision), source.inputs,
                                      source.outputs, art.io)) for art, backend in pairs]
-    per_round: list[list[float]] = [[] for _ in sessions]
     try:
-        for r in range(rounds):
-            order = list(range(len(sessions)))
-            shift = r % len(order) if order else 0
-            for i in order[shift:] + order[:shift]:  # rotate so no pair always goes first
-                session = sessions[i][2]
-                per_round[i].append(float(np.median(time_runs(lambda s=session: s.run(feed), runs, 2))) * 1e3)
+        per_round = interleaved_rounds({i: (lambda s=session: s.run(feed)) for i, (_, _, session) in enumerate(sessions)},
+                                       rounds, runs, warmup=2)
     finally:
         for _, _, session in sessions:
             session.close()
-    for (art, backend, _), values in zip(sessions, per_round):
-        if values:
-            art.latency_ms[backend.name] = float(np.median(values))
+    for i, (art, backend, _) in enumerate(sessions):
+        if per_round[i]:
+            art.latency_ms[backend.name] = float(np.median(per_round[i]))
 
 
 def _hash(art: Artifact, stage: Path) -> None:

@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -168,8 +169,14 @@ def _gpus(root: Path, jetson: dict[str, str], real_root: bool) -> list[dict[str,
 
 
 def detect(root: str | os.PathLike = "/") -> HardwareProfile:
-    """Read the hardware profile from the files under `root` ("/" for this machine)."""
-    root = Path(root)
+    """The hardware profile read from the files under `root` ("/" for this machine). Read once per
+    process and root: a machine does not change while a process runs, and nvidia-smi takes a while."""
+    return _detect(str(Path(root).resolve()))
+
+
+@lru_cache(maxsize=32)
+def _detect(root_path: str) -> HardwareProfile:
+    root = Path(root_path)
     real = root.resolve() == Path("/")
     model, vendor, flags, processors, arch_guess = _cpu(root)
     board = _read(root / "proc" / "device-tree" / "model") or _read(root / "sys" / "firmware" / "devicetree" / "base" / "model")

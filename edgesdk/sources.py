@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ConversionError, ModelLoadError, require
+from .errors import first_line as _first_line
 from .specs import TensorSpec, guess_layout
 
 log = logging.getLogger(__name__)
@@ -138,7 +139,7 @@ class OnnxSource(SourceModel):
             proto = onnx.load(str(path), load_external_data=False)
         except Exception as exc:
             raise ModelLoadError(f"{path} is not a valid ONNX model ({exc.__class__.__name__}: "
-                                 f"{str(exc).splitlines()[0] if str(exc) else ''}).") from None
+                                 f"{_first_line(exc)}).") from None
         init_names = {i.name for i in proto.graph.initializer}
         from .runtimes.onnxruntime import spec_from_value_info
 
@@ -254,15 +255,6 @@ class KerasSource(SourceModel):
             raise ConversionError(f"tf2onnx could not convert the Keras model: {_first_line(exc)}") from None
         save_slim(rename_io(proto, [s.name for s in self.inputs], [s.name for s in self.outputs]), path)
         return {"tensorflow": tf.__version__, "tf2onnx": tf2onnx.__version__}
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line for line in str(exc).splitlines() if line.strip()]
-    return lines[0].strip() if lines else exc.__class__.__name__
-
-
-def from_keras(model: Any) -> KerasSource:
-    return KerasSource(model)
 
 
 #: TensorFlow ops that touch the file system or call back into Python. A SavedModel is a program: its
@@ -382,7 +374,7 @@ def load_weights(module: Any, weights: str | os.PathLike) -> None:
         raise ModelLoadError(f"Weights file not found: {weights}") from None
     except Exception as exc:
         raise ModelLoadError(
-            f"Cannot load weights from {weights} safely ({exc.__class__.__name__}: {str(exc).splitlines()[0]}). "
+            f"Cannot load weights from {weights} safely ({exc.__class__.__name__}: {_first_line(exc)}). "
             "edgesdk loads only tensors (torch.load weights_only=True): save a state_dict, not a whole model."
         ) from None
     if isinstance(state, dict):
@@ -446,7 +438,7 @@ def load_source(
             program = torch.export.load(str(p))
         except Exception as exc:
             raise ModelLoadError(f"{p} is not a readable torch.export program ({exc.__class__.__name__}: "
-                                 f"{str(exc).splitlines()[0] if str(exc) else ''}).") from None
+                                 f"{_first_line(exc)}).") from None
         examples = input_shape and _example_from_shape(input_shape, str(p))
         if not examples and program.example_inputs:
             examples = program.example_inputs[0]
@@ -459,7 +451,7 @@ def load_source(
         except Exception as exc:
             raise ModelLoadError(
                 f"{p} is not a TorchScript archive ({exc.__class__.__name__}: "
-                f"{str(exc).splitlines()[0] if str(exc) else ''}). For a checkpoint of weights, use "
+                f"{_first_line(exc)}). For a checkpoint of weights, use "
                 "--factory package.module:function --weights FILE."
             ) from None
         return TorchSource(module, _example_from_shape(input_shape, f"TorchScript file {p.name}"),

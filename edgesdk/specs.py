@@ -29,9 +29,6 @@ class TensorSpec:
     def from_dict(cls, d: dict[str, Any]) -> TensorSpec:
         return cls(d["name"], tuple(d["shape"]), d.get("dtype", "float32"), d.get("layout"))
 
-    def is_static(self) -> bool:
-        return all(isinstance(d, int) for d in self.shape)
-
     def concrete_shape(self, batch: int = 1) -> tuple[int, ...]:
         """The shape with every dynamic dimension replaced (batch for the first, 1 elsewhere)."""
         return tuple(d if isinstance(d, int) else (batch if i == 0 else 1) for i, d in enumerate(self.shape))
@@ -47,7 +44,11 @@ def check_array(spec: TensorSpec, arr: np.ndarray, allow_nonfinite: bool = False
     only finite values: NaN or Inf in gives plausible-looking garbage out on several backends."""
     from .errors import InputError
 
-    if arr.dtype != np.dtype(spec.dtype):
+    try:
+        wanted = np.dtype(spec.dtype)
+    except TypeError:  # a type numpy has no name for (ONNX strings, sequences): the backend checks it
+        wanted = arr.dtype
+    if arr.dtype != wanted:
         raise InputError(f"Input '{spec.name}' has dtype {arr.dtype}; the model expects {spec.dtype}. "
                          f"Convert it with .astype(np.{spec.dtype}).")
     if not spec.accepts_shape(arr.shape):

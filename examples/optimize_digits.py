@@ -22,7 +22,6 @@ import numpy as np
 import torch
 
 import edgesdk
-from edgesdk.bench import percentiles, time_runs
 from edgesdk.optimize import (
     distill,
     export_qat_onnx,
@@ -33,6 +32,7 @@ from edgesdk.optimize import (
     prune_channels,
     train_qat,
 )
+from edgesdk.timing import percentiles, time_runs
 
 X_SHAPE = (1, 1, 8, 8)
 

@@ -59,6 +59,9 @@ class Backend:
     # Formats whose ONNX files this backend can check for accuracy at conversion when their own backend
     # is missing (ONNX Runtime checks TensorRT's QDQ ONNX). Never used to run them.
     checks_formats: tuple[str, ...] = ()
+    # Cases of tests/test_backend_conformance.py this backend cannot pass, each with the reason: a new
+    # backend passes the suite or says here what it skips and why.
+    conformance_skips: dict[str, str] = {}
 
     def available(self) -> tuple[bool, str]:
         """(True, version) or (False, why not)."""

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InferenceError, InputError, ModelLoadError, first_line
-from ..specs import TensorSpec, guess_layout
+from ..specs import TensorSpec, check_feeds, guess_layout
 from . import Backend
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,9 @@ class OrtSession:
         """Thread-safe: ONNX Runtime allows concurrent run() calls on one InferenceSession."""
         from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
 
+        if self._session is None:
+            raise InferenceError("This ONNX Runtime session is closed.")
+        check_feeds(self.inputs, feeds)  # ORT reports a missing input as a bare ValueError
         try:
             return self._session.run(self._output_names, feeds)
         except InvalidArgument as exc:  # what ORT raises for feeds of the wrong name, type or shape

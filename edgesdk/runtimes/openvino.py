@@ -33,7 +33,7 @@ def _spec(port: Any) -> TensorSpec:
     return TensorSpec(port.get_any_name(), shape, dtype, guess_layout(shape))
 
 
-def _first_line(exc: BaseException) -> str:
+def _last_line(exc: BaseException) -> str:
     """OpenVINO puts the cause on the last line of its messages (after the source locations)."""
     lines = [line for line in str(exc).splitlines() if line.strip()]
     return lines[-1].strip() if lines else exc.__class__.__name__
@@ -72,7 +72,7 @@ class OpenVINOSession:
                 request.infer(feeds)
                 return [request.get_output_tensor(i).data.copy() for i in range(len(self.outputs))]
             except Exception as exc:  # noqa: BLE001 - inputs were checked: this is OpenVINO failing
-                raise InferenceError(f"OpenVINO failed while running the model: {_first_line(exc)}") from None
+                raise InferenceError(f"OpenVINO failed while running the model: {_last_line(exc)}") from None
 
     def run_many(self, feeds_list: list[dict[str, np.ndarray]]) -> tuple[list[list[np.ndarray]], list[float]]:
         """Run many batches through a pool of asynchronous infer requests (OpenVINO's throughput path).
@@ -98,7 +98,7 @@ class OpenVINOSession:
                 queue.start_async(feeds, (index, time.perf_counter()))
             queue.wait_all()
         except Exception as exc:  # noqa: BLE001 - inputs were checked: this is OpenVINO failing
-            raise InferenceError(f"OpenVINO failed while running the model: {_first_line(exc)}") from None
+            raise InferenceError(f"OpenVINO failed while running the model: {_last_line(exc)}") from None
         return [r for r in results if r is not None], latencies
 
     @property
@@ -154,7 +154,7 @@ class OpenVINOBackend(Backend):
         try:
             present = list(self.core().available_devices)
         except Exception as exc:  # noqa: BLE001 - a broken plugin or install: say so, let the Runtime fall back
-            raise BackendUnavailable(f"OpenVINO could not start ({_first_line(exc)}).") from None
+            raise BackendUnavailable(f"OpenVINO could not start ({_last_line(exc)}).") from None
         if device.split(":")[0] not in ("AUTO", "MULTI", "HETERO") and device not in present:
             raise BackendUnavailable(f"OpenVINO device '{device}' is not present here; this machine has "
                                      f"{', '.join(present)}. Use one of those or device='AUTO'.")
@@ -162,7 +162,7 @@ class OpenVINOBackend(Backend):
             model = self.core().read_model(str(path))
             compiled = self.core().compile_model(model, device, config)
         except Exception as exc:
-            raise ModelLoadError(f"OpenVINO cannot load {path}: {_first_line(exc)}. The file may be truncated or "
+            raise ModelLoadError(f"OpenVINO cannot load {path}: {_last_line(exc)}. The file may be truncated or "
                                  "corrupt (check the .xml and the .bin), or use an unsupported operator.") from None
         return OpenVINOSession(compiled, config, precision)
 
@@ -172,7 +172,7 @@ class OpenVINOBackend(Backend):
             try:
                 info["devices"] = list(self.core().available_devices)
             except Exception as exc:  # a broken plugin should not break doctor
-                info["devices"] = f"unknown ({_first_line(exc)})"
+                info["devices"] = f"unknown ({_last_line(exc)})"
         return info
 
 

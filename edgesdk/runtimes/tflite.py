@@ -113,8 +113,6 @@ class TFLiteSession:
     its input and output tensors between set_tensor, invoke and get_tensor, so each call borrows one of
     its own from a pool (made on demand from the same file): threads never read each other's outputs."""
 
-    interpreter = ""  # the module that runs it, e.g. "ai_edge_litert.interpreter"
-
     def __init__(self, interpreter: Any, raw: bool = False, make: Any = None):
         self._pool: WorkerPool[Any] | None = WorkerPool(make or (lambda: interpreter), interpreter)
         self.raw = raw
@@ -217,9 +215,7 @@ class TFLiteBackend(Backend):
         except Exception as exc:  # noqa: BLE001 - interpreters raise ValueError/RuntimeError alike
             raise ModelLoadError(f"TFLite cannot load {path}: {first_line(exc)}. "
                                  "The file may be corrupt or use an unsupported operator; re-convert it.") from None
-        session = TFLiteSession(first, raw=bool(options.get("raw")), make=make)
-        session.interpreter = module
-        return session
+        return TFLiteSession(first, raw=bool(options.get("raw")), make=make)
 
     def info(self) -> dict[str, Any]:
         info = super().info()

@@ -1,0 +1,143 @@
+"""The backend conformance suite: every registered backend, on the tiny CNN's artifacts, must
+  - give the source model's outputs (fp32 artifact, 1e-4),
+  - raise InputError for a wrong input name, shape or dtype,
+  - survive close() twice, and raise an EdgeSDKError (not crash) when run after close,
+  - raise ModelLoadError for a truncated and for a garbage file,
+  - give each of several threads its own results, identical to sequential runs.
+A new backend passes these, or lists the cases it cannot pass in `Backend.conformance_skips` with the
+reason. And every converter: each precision it declares yields an artifact that a backend (or its
+declared proxy) measured, with no parity problem."""
+
+from __future__ import annotations
+
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import edgesdk
+from edgesdk.bundle import load_bundle
+from edgesdk.converters import converters
+from edgesdk.errors import EdgeSDKError, InputError, ModelLoadError
+from edgesdk.runtimes import adapt, backends
+from tests.conftest import smooth_batch
+from tests.models import tiny_cnn
+
+CASES = ("outputs", "bad_inputs", "close", "corrupt_files", "threads")
+
+
+def _fp32_artifact(bundle, backend):
+    """The backend's own fp32 artifact in the every-format bundle (its first format that has one)."""
+    for fmt in backend.formats:
+        for art in bundle.artifacts:
+            if art.format == fmt and art.precision in ("fp32", "fp16") and art.format != "tensorrt":
+                return art
+    return None
+
+
+@pytest.fixture(params=[b.name for b in backends()])
+def backend(request):
+    b = next(b for b in backends() if b.name == request.param)
+    ok, why = b.available()
+    if not ok:
+        if b.name == "tensorrt":  # the one backend that needs hardware this machine lacks
+            pytest.skip(f"tensorrt needs an NVIDIA GPU host with TensorRT: {why[:120]}")
+        pytest.fail(f"backend {b.name} is not available: {why}")
+    return b
+
+
+def _case(backend, case):
+    if case in backend.conformance_skips:
+        pytest.skip(f"{backend.name} skips '{case}': {backend.conformance_skips[case]}")
+
+
+def _open(backend, bundle, art, path=None):
+    return backend.open(path or bundle.path / art.file, precision=art.precision)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_backend_conforms(backend, every_format, case, tmp_path):
+    _case(backend, case)
+    bundle = load_bundle(every_format)
+    art = _fp32_artifact(bundle, backend)
+    assert art is not None, f"the every-format bundle has no artifact {backend.name} runs"
+    globals()[f"_check_{case}"](backend, bundle, art, tmp_path)
+
+
+def _check_outputs(backend, bundle, art, tmp_path):
+    x = smooth_batch(2, (3, 32, 32), seed=7)
+    session = adapt(_open(backend, bundle, art), bundle.inputs, bundle.outputs, art.io)
+    with torch.no_grad():
+        ref = tiny_cnn()(torch.from_numpy(x)).numpy()
+    for i in range(2):
+        out = session.run({"input": x[i:i + 1]})
+        assert len(out) == 1 and out[0].dtype == np.float32
+        np.testing.assert_allclose(out[0], ref[i:i + 1], atol=1e-4)
+    session.close()
+
+
+def _check_bad_inputs(backend, bundle, art, tmp_path):
+    session = _open(backend, bundle, art)
+    spec = session.inputs[0]
+    x = np.zeros(spec.concrete_shape(), np.float32)
+    with pytest.raises(InputError):
+        session.run({"not_an_input": x})
+    with pytest.raises(InputError):
+        session.run({spec.name: x[..., :-1]})  # one column short
+    with pytest.raises(InputError):
+        session.run({spec.name: x.astype(np.float64)})
+    assert session.run({spec.name: x})[0].shape[-1] == 10  # and it still works after them
+    session.close()
+
+
+def _check_close(backend, bundle, art, tmp_path):
+    session = _open(backend, bundle, art)
+    spec = session.inputs[0]
+    session.close()
+    session.close()
+    with pytest.raises(EdgeSDKError):
+        session.run({spec.name: np.zeros(spec.concrete_shape(), np.float32)})
+
+
+def _check_corrupt_files(backend, bundle, art, tmp_path):
+    src = bundle.path / art.file
+    for kind in ("truncated", "garbage"):
+        folder = tmp_path / kind
+        folder.mkdir()
+        dst = folder / src.name
+        for companion in art.companions:  # e.g. OpenVINO's .bin beside the .xml
+            shutil.copy(bundle.path / companion, folder / Path(companion).name)
+        data = src.read_bytes()
+        dst.write_bytes(data[: len(data) // 2] if kind == "truncated"
+                        else np.random.default_rng(0).bytes(len(data)))
+        with pytest.raises(ModelLoadError):
+            backend.open(dst, precision=art.precision)
+
+
+def _check_threads(backend, bundle, art, tmp_path):
+    session = adapt(_open(backend, bundle, art), bundle.inputs, bundle.outputs, art.io)
+    inputs = [smooth_batch(1, (3, 32, 32), seed=300 + i) for i in range(4)]
+    expected = [session.run({"input": x})[0] for x in inputs]
+
+    def worker(i: int) -> bool:
+        return all(np.array_equal(session.run({"input": inputs[i]})[0], expected[i]) for _ in range(15))
+
+    with ThreadPoolExecutor(4) as pool:
+        assert all(pool.map(worker, range(4)))
+    session.close()
+
+
+@pytest.mark.parametrize("converter", [c.name for c in converters()])
+def test_every_declared_precision_is_made_and_checked(converter, tmp_path, image_folder, tiny_preprocess):
+    conv = next(c for c in converters() if c.name == converter)
+    bundle = edgesdk.convert(tiny_cnn(), torch.zeros(1, 3, 32, 32), targets=[converter],
+                             precisions={converter: list(conv.precisions)}, calib=image_folder,
+                             preprocess=tiny_preprocess, out=tmp_path / converter, options={"int8_float_nodes": []})
+    made = {a.precision for a in bundle.artifacts if a.format == converter}
+    assert made == set(conv.precisions)
+    for art in bundle.artifacts:
+        assert art.parity.get("measured") is True and not art.parity.get("problems"), (art.id, art.parity)
+        assert art.parity["samples"] > 0
