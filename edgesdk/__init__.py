@@ -21,8 +21,7 @@ from .errors import (
                      UsageError,
 )
 from .specs import Preprocess, TensorSpec
-
-__version__ = "0.1.0"
+from .version import __version__ as __version__  # noqa: E402 - re-exported
 
 __all__ = [
     "Runtime", "convert", "load_bundle", "Bundle", "benchmark", "CalibrationSet", "Preprocess", "TensorSpec", "Tolerance",

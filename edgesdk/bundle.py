@@ -92,7 +92,7 @@ class Bundle:
         return self.path / artifact.file
 
     def to_manifest(self) -> dict[str, Any]:
-        from . import __version__
+        from .version import __version__
 
         return {
             "schema_version": SCHEMA_VERSION,

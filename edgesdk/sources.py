@@ -119,7 +119,7 @@ class TorchSource(SourceModel):
     def export_onnx(self, path: Path, opset: int, dynamic_batch: bool = False) -> dict[str, str]:
         import torch
 
-        from .converters.onnx import export_torch
+        from .onnx_tools import export_torch
 
         exporter = export_torch(self, path, opset, dynamic_batch)
         return {"torch": torch.__version__.split("+")[0], "exporter": exporter}
@@ -141,7 +141,7 @@ class OnnxSource(SourceModel):
             raise ModelLoadError(f"{path} is not a valid ONNX model ({exc.__class__.__name__}: "
                                  f"{_first_line(exc)}).") from None
         init_names = {i.name for i in proto.graph.initializer}
-        from .runtimes.onnxruntime import spec_from_value_info
+        from .onnx_tools import spec_from_value_info
 
         self.inputs = [spec_from_value_info(v) for v in proto.graph.input if v.name not in init_names]
         self.outputs = [spec_from_value_info(v) for v in proto.graph.output]
@@ -166,7 +166,7 @@ class OnnxSource(SourceModel):
     def export_onnx(self, path: Path, opset: int, dynamic_batch: bool = False) -> dict[str, str]:
         import onnx
 
-        from .converters.onnx import save_slim
+        from .onnx_tools import save_slim
 
         save_slim(onnx.load(str(self.path)), path)
         return {}
@@ -244,7 +244,7 @@ class KerasSource(SourceModel):
         import tensorflow as tf
 
         tf2onnx = require("tf2onnx", "keras", "Converting a Keras model to ONNX")
-        from .converters.onnx import rename_io, save_slim
+        from .onnx_tools import rename_io, save_slim
 
         signature = [tf.TensorSpec((None if dynamic_batch else s.shape[0], *s.shape[1:]), s.dtype, name=s.name)
                      for s in self.inputs]

@@ -14,101 +14,16 @@ from typing import Any
 
 from ..bundle import Artifact
 from ..errors import CalibrationError, ConversionError
-from ..sources import SourceModel
+from ..onnx_tools import DEFAULT_OPSET, describe_error, output_tail, save_slim  # noqa: F401 - DEFAULT_OPSET re-exported
 from . import ConversionJob, Converter
 
 log = logging.getLogger(__name__)
 
-DEFAULT_OPSET = 18
 #: For int8_method="percentile": activation ranges from this percentile of the calibration histogram,
 #: for models whose activations have rare outliers (unbounded ReLU/SiLU). Models built with ReLU6 (the
 #: edge families: MobileNet, EfficientNet-Lite) calibrate as well or better with MinMax, 5x faster.
 DEFAULT_PERCENTILE = 99.99
 DYNAMIC_FRIENDLY_OPS = {"MatMul", "Gemm", "LSTM", "GRU", "Attention"}
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{exc.__class__.__name__}: {text.splitlines()[0] if text else ''}"
-
-
-def export_torch(source: SourceModel, path: Path, opset: int, dynamic_batch: bool) -> str:
-    """Export a torch source to a single ONNX file at path. Returns the exporter used."""
-    import onnx
-    import torch
-
-    module, args = source.module, source.example_inputs  # type: ignore[attr-defined]
-    if dynamic_batch:
-        # torch.export specializes a dimension of size 1 to a constant: trace with a batch of 2.
-        args = tuple(torch.cat([a, a]) if a.dim() and a.shape[0] == 1 else a for a in args)
-    in_names = [s.name for s in source.inputs]
-    out_names = [s.name for s in source.outputs]
-    errors = []
-    for noisy in ("onnxscript", "onnx_ir", "torch.onnx", "torch.export"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger(noisy).level))
-    # Without torchvision installed the exporter warns about each torchvision op it cannot register.
-    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
-    with tempfile.TemporaryDirectory() as tmp:
-        raw = Path(tmp) / "raw.onnx"
-        attempts: list[tuple[str, dict[str, Any]]] = []
-        if not isinstance(module, torch.jit.ScriptModule):
-            dyn = ({"dynamic_shapes": tuple({0: torch.export.Dim.DYNAMIC} for _ in args)} if dynamic_batch else {})
-            attempts.append(("dynamo", {"dynamo": True, "optimize": True, **dyn}))
-        axes = {n: {0: "batch"} for n in in_names + out_names} if dynamic_batch else None
-        attempts.append(("legacy", {"dynamo": False, "dynamic_axes": axes, "do_constant_folding": True}))
-        for exporter, kwargs in attempts:
-            captured = io.StringIO()
-            try:
-                with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
-                    torch.onnx.export(module, args, str(raw), input_names=in_names, output_names=out_names,
-                                      opset_version=opset, verbose=False, **kwargs)
-                model = onnx.load(str(raw))  # pulls in external data the dynamo exporter writes
-                break
-            except Exception as exc:
-                log.debug("%s exporter output:\n%s", exporter, captured.getvalue())
-                log.info("The %s ONNX exporter failed: %s", exporter, _first_line(exc))
-                errors.append(f"{exporter} exporter: {_first_line(exc)}")
-        else:
-            raise ConversionError(
-                "PyTorch could not export the model to ONNX. " + "; ".join(errors) +
-                ". An unsupported operator usually needs a rewrite of that layer or a newer opset (--opset)."
-            )
-    save_slim(model, path)
-    return exporter
-
-
-def rename_io(model: Any, inputs: list[str], outputs: list[str]) -> Any:
-    """The graph's inputs and outputs renamed, by position, to the source's names (tf2onnx calls a Keras
-    output 'Identity:0'), everywhere the tensors appear. Returns the model, changed in place."""
-    graph = model.graph
-    init = {i.name for i in graph.initializer}
-    graph_inputs = [v for v in graph.input if v.name not in init]
-    mapping = {v.name: n for v, n in zip(graph_inputs, inputs) if v.name != n}
-    mapping.update({v.name: n for v, n in zip(graph.output, outputs) if v.name != n})
-    if not mapping:
-        return model
-    for value in [*graph_inputs, *graph.output]:
-        value.name = mapping.get(value.name, value.name)
-    for node in graph.node:
-        for i, name in enumerate(node.input):
-            node.input[i] = mapping.get(name, name)
-        for i, name in enumerate(node.output):
-            node.output[i] = mapping.get(name, name)
-    return model
-
-
-def save_slim(model: Any, path: Path) -> None:
-    """Simplify with onnxslim (constant folding, fusions) and save as one file."""
-    import onnx
-
-    try:
-        import onnxslim
-
-        model = onnxslim.slim(model)
-    except Exception as exc:  # slimming is an optimization, never a reason to fail
-        log.warning("onnxslim could not simplify the model (%s); keeping it as exported.", _first_line(exc))
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
 
 
 def _stem_convs(model: Any) -> list[str]:
@@ -117,31 +32,6 @@ def _stem_convs(model: Any) -> list[str]:
     EfficientNet-Lite0; also keeping the classifier in float bought nothing there and cost speed."""
     inputs = {i.name for i in model.graph.input}
     return [n.name for n in model.graph.node if n.op_type == "Conv" and n.input[0] in inputs][:1]
-
-
-WEIGHTED_OPS = {"Conv", "ConvTranspose", "MatMul", "Gemm"}
-
-
-def output_tail(model: Any) -> list[str]:
-    """Nodes after the last weighted layer on every path to the outputs: the cheap element-wise tail
-    (a detector's box decoding, sigmoid, concat of pixel boxes with probabilities). One int8 scale across
-    boxes in pixels and scores in [0, 1] would round every score to 0 or 1, so the tail stays in float."""
-    consumers: dict[str, list[Any]] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-    feeds_weighted: dict[str, bool] = {}
-
-    def reaches_weighted(node: Any) -> bool:
-        if node.name in feeds_weighted:
-            return feeds_weighted[node.name]
-        feeds_weighted[node.name] = False  # guard against cycles (none in a valid graph)
-        result = any(c.op_type in WEIGHTED_OPS or reaches_weighted(c) for out in node.output
-                     for c in consumers.get(out, []))
-        feeds_weighted[node.name] = result
-        return result
-
-    return [n.name for n in model.graph.node if n.op_type not in WEIGHTED_OPS and not reaches_weighted(n)]
 
 
 def quantize_int8(fp32: Path, out: Path, job: ConversionJob, symmetric: bool = False) -> dict[str, Any]:
@@ -185,7 +75,7 @@ def quantize_int8(fp32: Path, out: Path, job: ConversionJob, symmetric: bool = F
         try:
             quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=False)
         except Exception as exc:
-            log.info("quant_pre_process failed (%s); quantizing the model as is.", _first_line(exc))
+            log.info("quant_pre_process failed (%s); quantizing the model as is.", describe_error(exc))
             pre = fp32
 
         class Reader(CalibrationDataReader):

@@ -18,6 +18,7 @@ from typing import Any
 from ..bundle import Artifact
 from ..errors import CalibrationError, ConversionError
 from ..hardware import detect
+from ..onnx_tools import onnx_for
 from . import ConversionJob, Converter
 
 log = logging.getLogger(__name__)
@@ -25,18 +26,6 @@ log = logging.getLogger(__name__)
 #: CPUs whose int8 dot products cannot overflow, so NNCF's overflow fix (which halves weight range on
 #: the first layers) only costs accuracy: -3.6 points of top-1 agreement on EfficientNet-Lite0 here.
 VNNI_FLAGS = {"avx512_vnni", "avx_vnni", "amx_int8"}
-
-
-def onnx_for(job: ConversionJob, tmp: Path) -> Path:
-    """An FP32 ONNX file of the source: the bundle's own if made, else a fresh export."""
-    made = next((a for a in job.artifacts if a.format == "onnx" and a.precision == "fp32"), None)
-    if made is not None:
-        return job.stage / made.file
-    from .onnx import DEFAULT_OPSET
-
-    path = tmp / "model.onnx"
-    job.source.export_onnx(path, int(job.options.get("opset") or DEFAULT_OPSET), bool(job.options.get("dynamic_batch")))
-    return path
 
 
 def _quantize(model: Any, job: ConversionJob, tail: list[str]) -> tuple[Any, dict[str, Any]]:
@@ -94,7 +83,7 @@ class OpenVINOConverter(Converter):
             if "int8" in job.precisions:  # the nodes NNCF leaves in float, read while the ONNX file is here
                 import onnx
 
-                from .onnx import output_tail
+                from ..onnx_tools import output_tail
 
                 tail = output_tail(onnx.load(str(onnx_path), load_external_data=False))
             try:

@@ -35,8 +35,8 @@ class TensorRTConverter(Converter):
     def convert(self, job: ConversionJob) -> list[Artifact]:
         import onnxruntime
 
+        from ..onnx_tools import onnx_for
         from .onnx import quantize_int8
-        from .openvino import onnx_for
 
         self.require()
         folder = job.stage / "tensorrt"

@@ -38,6 +38,7 @@ import numpy as np
 from ..bundle import Artifact
 from ..cache import cache_dir
 from ..errors import BackendUnavailable, CalibrationError, ConversionError
+from ..onnx_tools import tail_nodes
 from . import ConversionJob, Converter
 
 log = logging.getLogger(__name__)
@@ -290,22 +291,10 @@ def output_tail(tflite_model: bytes) -> list[str]:
     except Exception as exc:  # noqa: BLE001 - an interpreter without these gets no tail exclusion
         log.debug("Could not list the TFLite graph (%s); the output tail is quantized too.", exc)
         return []
-    consumers: dict[int, list[dict[str, Any]]] = {}
-    for op in ops:
-        for t in op["inputs"]:
-            consumers.setdefault(int(t), []).append(op)
-    memo: dict[int, bool] = {}
-
-    def reaches_weighted(op: dict[str, Any]) -> bool:
-        key = int(op["index"])
-        if key not in memo:
-            memo[key] = False
-            memo[key] = any(c["op_name"] in WEIGHTED_TFLITE_OPS or reaches_weighted(c)
-                            for t in op["outputs"] for c in consumers.get(int(t), []))
-        return memo[key]
-
-    return [names[int(t)] for op in ops if op["op_name"] not in WEIGHTED_TFLITE_OPS and not reaches_weighted(op)
-            for t in op["outputs"]]
+    ops = sorted(ops, key=lambda op: int(op["index"]))  # execution order: a topological order
+    tail = tail_nodes(ops, [[int(t) for t in op["inputs"]] for op in ops], [[int(t) for t in op["outputs"]] for op in ops],
+                      [op["op_name"] in WEIGHTED_TFLITE_OPS for op in ops])
+    return [names[int(t)] for i in tail for t in ops[i]["outputs"]]
 
 
 class TFLiteConverter(Converter):
@@ -329,7 +318,7 @@ class TFLiteConverter(Converter):
                 route, channels_last = "keras SavedModel -> tf.lite", False
             else:
                 onnx2tf_version()  # fail early, with the install line, if it is missing
-                from .openvino import onnx_for
+                from ..onnx_tools import onnx_for
 
                 saved_model, made_with = onnx_to_saved_model(onnx_for(job, Path(tmp)), saved_model, job)
                 versions.update(made_with)

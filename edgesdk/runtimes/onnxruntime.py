@@ -16,9 +16,6 @@ from . import Backend
 
 log = logging.getLogger(__name__)
 
-# onnx TensorProto element types -> numpy dtype names
-ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64", 9: "bool", 10: "float16",
-               11: "float64", 12: "uint32", 13: "uint64"}
 # ONNX Runtime's type strings -> numpy dtype names
 ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
               "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(int8)": "int8", "tensor(uint8)": "uint8",
@@ -29,13 +26,6 @@ def _dim(d: Any) -> int | str | None:
     if isinstance(d, int) and d >= 0:
         return d
     return d if isinstance(d, str) and d else None
-
-
-def spec_from_value_info(v: Any) -> TensorSpec:
-    """A TensorSpec from an onnx ValueInfoProto."""
-    t = v.type.tensor_type
-    shape = tuple(_dim(d.dim_value) if d.HasField("dim_value") else _dim(d.dim_param) for d in t.shape.dim)
-    return TensorSpec(v.name, shape, ONNX_DTYPES.get(t.elem_type, str(t.elem_type)), guess_layout(shape))
 
 
 def _spec_from_node_arg(arg: Any) -> TensorSpec:

@@ -1,0 +1,99 @@
+"""The package's shape: no import cycles (counting imports inside functions, not TYPE_CHECKING blocks),
+no converter importing another, and the shared graph walk."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "edgesdk"
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for f in PACKAGE.rglob("*.py"):
+        parts = list(f.relative_to(PACKAGE.parent).with_suffix("").parts)
+        found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = f
+    return found
+
+
+def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
+    """The edgesdk modules one module imports anywhere in its body, TYPE_CHECKING blocks aside."""
+    base = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+    deps: set[str] = set()
+
+    class Visitor(ast.NodeVisitor):
+        def visit_If(self, node: ast.If) -> None:
+            if not (isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"):
+                self.generic_visit(node)
+
+        def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
+            origin = ".".join(base[: len(base) - node.level + 1] + ([node.module] if node.module else [])) \
+                if node.level else (node.module or "")
+            for alias in node.names:
+                target = f"{origin}.{alias.name}"
+                deps.add(target if target in modules else origin)
+
+        def visit_Import(self, node: ast.Import) -> None:
+            deps.update(a.name for a in node.names)
+
+    Visitor().visit(ast.parse(path.read_text()))
+    return {d for d in deps if d in modules and d != name}
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the edgesdk modules it imports (at the top or inside functions)."""
+    modules = _modules()
+    return {name: _imports(name, path, modules) for name, path in modules.items()}
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Each import cycle once, as a path that returns to its start."""
+    found, done = [], set()
+
+    def visit(node: str, path: list[str]) -> None:
+        for dep in sorted(graph[node]):
+            if dep in path:
+                cycle = path[path.index(dep):] + [dep]
+                if frozenset(cycle) not in done:
+                    done.add(frozenset(cycle))
+                    found.append(cycle)
+            elif dep not in seen:
+                seen.add(dep)
+                visit(dep, path + [dep])
+
+    for start in sorted(graph):
+        seen = {start}
+        visit(start, [start])
+    return found
+
+
+def test_no_import_cycles():
+    graph = import_graph()
+    assert "edgesdk.onnx_tools" in graph["edgesdk.converters.openvino"]  # the walk sees lazy imports too
+    assert cycles(graph) == []
+
+
+def test_a_cycle_is_found_when_there_is_one():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c", "a"]]
+
+
+def test_no_converter_imports_another():
+    """Shared plumbing lives in edgesdk.onnx_tools. One use stays: TensorRT's INT8 is the ONNX target's
+    QDQ quantizer with symmetric activations."""
+    graph = import_graph()
+    converters = {m for m in graph if m.startswith("edgesdk.converters.")}
+    allowed = {"edgesdk.converters.tensorrt": {"edgesdk.converters.onnx"}}
+    for module in converters:
+        assert graph[module] & converters <= allowed.get(module, set()), (module, graph[module] & converters)
+
+
+def test_output_tail_walk():
+    from edgesdk.onnx_tools import tail_nodes
+
+    # conv -> add -> sigmoid -> out, and add -> gemm: only the sigmoid has no weighted op after it.
+    names = ["conv", "add", "gemm", "sigmoid"]
+    inputs = [["x"], ["c"], ["a"], ["a"]]
+    outputs = [["c"], ["a"], ["g"], ["s"]]
+    weighted = [True, False, True, False]
+    assert [names[i] for i in tail_nodes(names, inputs, outputs, weighted)] == ["sigmoid"]
