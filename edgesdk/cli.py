@@ -23,6 +23,7 @@ except ImportError:  # pragma: no cover - exercised only without the cli extra
 import numpy as np
 
 from .classes import top_k
+from .converters import DEFAULT_TARGET, converters, declared_options, target_presets
 from .errors import EdgeSDKError, InputError
 from .runtimes import max_threads
 
@@ -49,6 +50,22 @@ def _floats(value: str | None) -> tuple[float, ...] | None:
     return tuple(float(v) for v in _csv(value)) if value else None
 
 
+def format_options(command: Any) -> Any:
+    """Add every CLI option the converters declare (edgesdk.options.Option) as a click option."""
+    types = {"int": int, "float": float, "str": str, "bool": bool, "list": str}
+    for opt in reversed([o for o in declared_options() if o.cli]):
+        kind = click.Choice(list(opt.choices)) if opt.choices else types[opt.kind]
+        command = click.option(opt.flag, opt.name, type=kind, default=opt.default,
+                               show_default=opt.default is not None, help=opt.help)(command)
+    return command
+
+
+def _format_options(values: dict[str, Any]) -> dict[str, Any]:
+    """The click values of the declared options, parsed ('none' lists), None (not given) left out."""
+    by_name = {o.name: o for o in declared_options()}
+    return {k: by_name[k].parse_cli(v) for k, v in values.items() if v is not None}
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
 @click.option("-v", "--verbose", is_flag=True, help="Show info logs.")
@@ -66,12 +83,13 @@ def cli(ctx: click.Context, debug: bool, verbose: bool) -> None:
 @cli.command()
 @click.argument("source", required=False, type=click.Path())
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Bundle folder to write.")
-@click.option("--to", "targets", help="Target formats, comma-separated: onnx, openvino, tflite, tensorrt "
+@click.option("--to", "targets", help=f"Target formats, comma-separated: {', '.join(c.name for c in converters())} "
               "[default: onnx, or the --target preset's].")
 @click.option("--precision", help="fp32, fp16, bf16, int8; comma-separated [default: fp32, or the preset's].")
-@click.option("--target", "device", type=click.Choice(["jetson", "rpi", "android", "x86"]),
-              help="Preset formats and precisions for a device class (jetson: ONNX FP32 + TensorRT FP16/INT8; "
-              "rpi: TFLite + ONNX, FP32/INT8; android: TFLite FP32/FP16/INT8; x86: ONNX + OpenVINO, FP32/INT8).")
+@click.option("--target", "device", type=click.Choice(list(target_presets())),
+              help="Preset formats and precisions for a device class: " + "; ".join(
+                  f"{d}: " + ", ".join(f"{f} {'/'.join(p)}" for f, p in fs.items()) for d, fs in target_presets().items())
+              + ".")
 @click.option("--calib", type=click.Path(exists=True), help="INT8 calibration data: image folder, .npy or .npz.")
 @click.option("--validate", type=click.Path(exists=True), help="Held-out data to measure parity on (same forms).")
 @click.option("--input-shape", help="Input shape where the source does not say, e.g. 1,3,224,224.")
@@ -85,15 +103,7 @@ def cli(ctx: click.Context, debug: bool, verbose: bool) -> None:
 @click.option("--bgr", is_flag=True, help="The model takes BGR channel order.")
 @click.option("--dynamic-batch", is_flag=True, help="Export with a dynamic batch dimension.")
 @click.option("--opset", type=int, help="ONNX opset (default 18).")
-@click.option("--int8-method", type=click.Choice(["minmax", "percentile"]), default="minmax", show_default=True,
-              help="How INT8 activation ranges are calibrated (percentile 99.99 suits unbounded activations).")
-@click.option("--int8-float-nodes", help="ONNX node names to keep in float (default: the stem conv); "
-              "'none' quantizes every node.")
-@click.option("--tflite-int8", type=click.Choice(["selective", "full"]), default="selective", show_default=True,
-              help="TFLite INT8: 'selective' keeps the most int8-sensitive layers in float (float I/O); 'full' "
-              "makes every op int8 with int8 I/O, for accelerators and microcontrollers.")
-@click.option("--tflite-float-layers", type=int, default=3, show_default=True,
-              help="How many of the most int8-sensitive layers 'selective' TFLite INT8 keeps in float.")
+@format_options
 @click.option("--tolerance", type=float, default=1e-4, show_default=True, help="Max abs error allowed for FP32.")
 @click.option("--task", type=click.Choice(["classification", "detection", "other"]),
               help="How reduced precisions are judged: classification (top-1 agreement), detection (decoded YOLO "
@@ -106,8 +116,8 @@ def convert(source: str | None, out: str, targets: str | None, precision: str | 
             calib: str | None, validate: str | None,
             input_shape: str | None, factory: str | None, weights: str | None, labels: str | None,
             mean: str | None, std: str | None, resize: int | None, bgr: bool, dynamic_batch: bool,
-            opset: int | None, int8_method: str, int8_float_nodes: str | None, tflite_int8: str,
-            tflite_float_layers: int, tolerance: float, task: str | None, trust_source: bool, force: bool) -> None:
+            opset: int | None, tolerance: float, task: str | None, trust_source: bool, force: bool,
+            **format_option_values: Any) -> None:
     """Convert SOURCE (.onnx, TorchScript .pt, torch.export .pt2, Keras .keras/.h5, a SavedModel folder)
     or --factory to a bundle. A SavedModel is a program, not data: converting it runs its serving
     function, so one that touches files or calls Python is refused without --trust-source."""
@@ -139,20 +149,15 @@ def convert(source: str | None, out: str, targets: str | None, precision: str | 
             if bgr:
                 changes["color"] = "BGR"
             preprocess = Preprocess(**{**base.to_dict(), **changes, "size": base.size})
-        from .convert import TARGET_PRESETS
-
-        preset = TARGET_PRESETS[device] if device else None
-        target_list = _csv(targets) if targets else list(preset) if preset else ["onnx"]
+        preset = target_presets()[device] if device else None
+        target_list = _csv(targets) if targets else list(preset) if preset else [DEFAULT_TARGET]
         precisions: Any = _csv(precision) if precision else (
             {t: preset.get(t, ["fp32"]) for t in target_list} if preset else ["fp32"])
         bundle = do_convert(
             model, targets=target_list, precisions=precisions, calib=calib, out=out, validation=validate,
             preprocess=preprocess, labels=labels, task=task, force=force, dynamic_batch=dynamic_batch,
             tolerance=Tolerance(fp32_max_abs=tolerance),
-            options={"opset": opset, "int8_method": int8_method,
-                     "int8_float_nodes": None if int8_float_nodes is None else
-                     [n for n in _csv(int8_float_nodes) if n != "none"],
-                     "tflite_int8": tflite_int8, "tflite_float_layers": tflite_float_layers},
+            options={"opset": opset, **_format_options(format_option_values)},
             progress=lambda msg: status.update(msg),
         )
     table = Table(title=f"Bundle {bundle.path}")

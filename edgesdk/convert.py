@@ -14,9 +14,10 @@ import numpy as np
 
 from .bundle import Artifact, Bundle, check_output_dir, load_bundle, sha256_of, staged_dir
 from .calibration import CalibrationSet
-from .converters import ConversionJob, get_converter
+from .converters import DEFAULT_TARGET, ConversionJob, declared_options, get_converter
 from .errors import ConversionError, UsageError, first_line
 from .hardware import detect
+from .options import validate as validate_options
 from .parity import TASKS, Tolerance, compare, is_class_scores, not_measured
 from .runtimes import Backend, adapt, backends, io_problems
 from .sources import SourceModel, from_module, load_source
@@ -24,15 +25,6 @@ from .specs import Preprocess
 from .timing import interleaved_rounds
 
 log = logging.getLogger(__name__)
-
-#: `--target` presets: which formats, at which precisions, a device class gets. FP32 rides along as
-#: the fallback and the reference the reduced precisions are checked against.
-TARGET_PRESETS: dict[str, dict[str, list[str]]] = {
-    "jetson": {"onnx": ["fp32"], "tensorrt": ["fp16", "int8"]},  # engines are built on the Jetson itself
-    "rpi": {"tflite": ["fp32", "int8"], "onnx": ["fp32", "int8"]},
-    "android": {"tflite": ["fp32", "fp16", "int8"]},  # fp16 for the GPU delegate
-    "x86": {"onnx": ["fp32", "int8"], "openvino": ["fp32", "int8"]},
-}
 
 #: Parity runs on at most this many samples: enough for a stable agreement figure, quick to run.
 MAX_PARITY_SAMPLES = 100
@@ -190,7 +182,7 @@ def _task(task: str | None, labels: list[str] | None, reference: list[list[np.nd
 def convert(
     model: Any,
     example_input: Any = None,
-    targets: Sequence[str] = ("onnx",),
+    targets: Sequence[str] = (DEFAULT_TARGET,),
     precisions: Sequence[str] | Mapping[str, Sequence[str]] = ("fp32",),
     calib: Any = None,
     out: str | os.PathLike = "build/model",
@@ -202,7 +194,7 @@ def convert(
     force: bool = False,
     dynamic_batch: bool = False,
     tolerance: Tolerance = Tolerance(),
-    options: dict[str, Any] | None = None,
+    options: dict[str, Any] | None = None,  # per-format options, declared by each converter (see options.py)
     progress: Callable[[str], None] | None = None,
     trust_source: bool = False,
 ) -> Bundle:
@@ -219,6 +211,7 @@ def convert(
     out_path = Path(out)
     check_output_dir(out_path, force)  # fail before any slow work
     _check_task(task)
+    options = validate_options(dict(options or {}), declared_options())
     converters = [get_converter(t) for t in targets]
     for conv in converters:
         conv.require()

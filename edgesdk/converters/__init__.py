@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BackendUnavailable, ConversionError
+from ..options import Option
 
 if TYPE_CHECKING:
     from ..bundle import Artifact
@@ -36,6 +37,10 @@ class Converter:
     modules: tuple[str, ...] = ()  # Python modules it needs
     optional: tuple[str, ...] = ()  # modules some routes need (e.g. onnx2tf for torch -> TFLite); doctor lists them
     extra: str = ""
+    options: tuple[Option, ...] = ()  # what it reads from job.options; the CLI's flags come from these
+    # `--target` presets: device class -> the precisions this format gets there (FP32 rides along as the
+    # fallback and the reference the reduced precisions are checked against).
+    presets: dict[str, tuple[str, ...]] = {}
 
     def available(self) -> tuple[bool, str]:
         for module in self.modules:
@@ -72,3 +77,44 @@ def get_converter(name: str) -> Converter:
         return _registry()[name]
     except KeyError:
         raise ConversionError(f"Unknown target format '{name}'. Known formats: {', '.join(_registry())}.") from None
+
+
+#: The format `convert` makes when none is named: the one every runtime here can run.
+DEFAULT_TARGET = "onnx"
+
+#: Options every target reads (set by convert's own arguments, not per format).
+COMMON_OPTIONS = (
+    Option("opset", "int", None, "ONNX opset of the export every target builds from (default 18).", cli=False),
+    Option("dynamic_batch", "bool", False, "Export with a dynamic batch dimension.", cli=False),
+    Option("task", "str", None, "classification, detection, other: how parity is judged.", cli=False),
+)
+
+
+def declared_options() -> list[Option]:
+    """Every option any target declares, the common ones first."""
+    return [*COMMON_OPTIONS, *(o for c in converters() for o in c.options)]
+
+
+def target_presets() -> dict[str, dict[str, list[str]]]:
+    """device class -> {format: precisions}, from each converter's declared presets."""
+    presets: dict[str, dict[str, list[str]]] = {}
+    for conv in converters():
+        for device, precisions in conv.presets.items():
+            presets.setdefault(device, {})[conv.name] = list(precisions)
+    return dict(sorted(presets.items()))
+
+
+def format_table() -> str:
+    """The README's format table (markdown), from the converter and backend declarations."""
+    from ..runtimes import backends
+
+    rows = ["| format | precisions | runs on | file types | pip extra | `--target` presets | options |",
+            "|---|---|---|---|---|---|---|"]
+    for conv in converters():
+        runners = [b.name for b in backends() if conv.name in b.formats]
+        suffixes = sorted({s for b in backends() for s, f in b.suffixes.items() if f == conv.name})
+        presets = ", ".join(f"{d}: {'/'.join(p)}" for d, p in sorted(conv.presets.items())) or "-"
+        options = ", ".join(f"`{o.flag}`" if o.cli else f"`{o.name}`" for o in conv.options) or "-"
+        rows.append(f"| {conv.name} | {', '.join(conv.precisions)} | {', '.join(runners) or '-'} | "
+                    f"{', '.join(suffixes) or '-'} | `{conv.extra}` | {presets} | {options} |")
+    return "\n".join(rows)

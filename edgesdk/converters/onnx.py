@@ -15,6 +15,7 @@ from typing import Any
 from ..bundle import Artifact
 from ..errors import CalibrationError, ConversionError
 from ..onnx_tools import DEFAULT_OPSET, describe_error, output_tail, save_slim  # noqa: F401 - DEFAULT_OPSET re-exported
+from ..options import Option
 from . import ConversionJob, Converter
 
 log = logging.getLogger(__name__)
@@ -127,6 +128,14 @@ class OnnxConverter(Converter):
     precisions = ("fp32", "fp16", "int8")
     modules = ("onnx", "onnxruntime", "onnxslim")
     extra = "onnx"
+    options = (
+        Option("int8_method", "str", "minmax", "How INT8 activation ranges are calibrated (percentile suits "
+               "unbounded activations).", choices=("minmax", "percentile")),
+        Option("int8_percentile", "float", DEFAULT_PERCENTILE, "The percentile int8_method=percentile clips at."),
+        Option("int8_float_nodes", "list", None, "ONNX node names to keep in float (default: the stem conv and "
+               "the output tail); 'none' quantizes every node."),
+    )
+    presets = {"jetson": ("fp32",), "rpi": ("fp32", "int8"), "x86": ("fp32", "int8")}
 
     def convert(self, job: ConversionJob) -> list[Artifact]:
         import onnx

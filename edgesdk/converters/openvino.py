@@ -19,6 +19,7 @@ from ..bundle import Artifact
 from ..errors import CalibrationError, ConversionError
 from ..hardware import detect
 from ..onnx_tools import onnx_for
+from ..options import Option
 from . import ConversionJob, Converter
 
 log = logging.getLogger(__name__)
@@ -36,18 +37,17 @@ def _quantize(model: Any, job: ConversionJob, tail: list[str]) -> tuple[Any, dic
         raise CalibrationError("OpenVINO INT8 needs calibration data: pass calib= (a folder of images, a "
                                ".npy/.npz, or an iterable of inputs) or --calib on the CLI.")
     calib.check_representative()
-    overflow = job.options.get("int8_overflow_fix", "auto")
+    overflow = job.options.get("int8_overflow_fix") or "auto"
     if overflow == "auto":
-        overflow = "disable" if VNNI_FLAGS & set(detect().flags) else "first_layer"
+        overflow = "disable" if VNNI_FLAGS & set(detect().flags) else "first_layer_only"
     # OpenVINO op names to keep in float. Default: the element-wise output tail (a detector's box
     # decoding; OpenVINO keeps the ONNX node names), not the stem conv (that bought nothing here).
     given = job.options.get("openvino_float_nodes")
     ignored = list(given) if given is not None else list(tail)
     # Bias correction: the fast one suited EfficientNet-Lite0 (97.6% vs 96.8% with the full one); the full
     # one keeps a detector's box regression (0.12 vs 2.8 points mAP@0.5:0.95 lost). "auto" goes by task.
-    fast = job.options.get("int8_fast_bias_correction", "auto")
-    if fast == "auto":
-        fast = job.options.get("task") != "detection"
+    correction = job.options.get("int8_fast_bias_correction") or "auto"
+    fast = job.options.get("task") != "detection" if correction == "auto" else correction == "fast"
     params = nncf.AdvancedQuantizationParameters(overflow_fix=nncf.OverflowFix(overflow))
     captured = io.StringIO()  # nncf draws progress bars on stdout
     with contextlib.redirect_stdout(captured):
@@ -68,6 +68,15 @@ class OpenVINOConverter(Converter):
     precisions = ("fp32", "fp16", "bf16", "int8")
     modules = ("openvino",)
     extra = "openvino"
+    options = (
+        Option("openvino_float_nodes", "list", None, "OpenVINO op names NNCF keeps in float (default: the output "
+               "tail); 'none' quantizes every op."),
+        Option("int8_overflow_fix", "str", "auto", "NNCF's overflow fix (auto: disabled on VNNI/AMX CPUs).",
+               choices=("auto", "enable", "disable", "first_layer_only")),
+        Option("int8_fast_bias_correction", "str", "auto", "NNCF bias correction: fast, full, or auto (full for "
+               "detectors, fast otherwise).", choices=("auto", "fast", "full")),
+    )
+    presets = {"x86": ("fp32", "int8")}
 
     def convert(self, job: ConversionJob) -> list[Artifact]:
         import openvino as ov

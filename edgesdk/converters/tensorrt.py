@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..bundle import Artifact
+from ..options import Option
 from . import ConversionJob, Converter
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,9 @@ class TensorRTConverter(Converter):
     modules = ("onnx", "onnxruntime")  # the artifacts are ONNX; TensorRT itself is needed only on the device
     optional = ("tensorrt",)
     extra = "onnx"
+    options = (Option("tensorrt_build_now", "bool", False, "Build the engines at conversion (needs TensorRT and "
+                      "the target GPU here); normally they are built on the device at first load.", cli=False),)
+    presets = {"jetson": ("fp16", "int8")}  # engines are built on the Jetson itself
 
     def convert(self, job: ConversionJob) -> list[Artifact]:
         import onnxruntime

@@ -39,6 +39,7 @@ from ..bundle import Artifact
 from ..cache import cache_dir
 from ..errors import BackendUnavailable, CalibrationError, ConversionError
 from ..onnx_tools import tail_nodes
+from ..options import Option
 from . import ConversionJob, Converter
 
 log = logging.getLogger(__name__)
@@ -303,6 +304,14 @@ class TFLiteConverter(Converter):
     modules = ("tensorflow",)
     optional = ("onnx2tf", "tf2onnx")
     extra = "tflite-convert"
+    options = (
+        Option("tflite_int8", "str", "selective", "TFLite INT8: 'selective' keeps the most int8-sensitive layers in "
+               "float (float I/O); 'full' makes every op int8 with int8 I/O, for accelerators and microcontrollers.",
+               choices=("selective", "full")),
+        Option("tflite_float_layers", "int", DEFAULT_FLOAT_LAYERS, "How many of the most int8-sensitive layers "
+               "'selective' TFLite INT8 keeps in float."),
+    )
+    presets = {"rpi": ("fp32", "int8"), "android": ("fp32", "fp16", "int8")}  # fp16 for Android's GPU delegate
 
     def convert(self, job: ConversionJob) -> list[Artifact]:
         import tensorflow as tf
