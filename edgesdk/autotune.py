@@ -15,6 +15,7 @@ import numpy as np
 
 from .cache import cache_dir
 from .errors import EdgeSDKError
+from .specs import random_feeds
 from .timing import time_runs
 
 if TYPE_CHECKING:
@@ -46,8 +47,7 @@ def autotune(bundle: Bundle, ranking: Ranking, profile: HardwareProfile, threads
     from .bundle import verify_artifact
     from .runtimes import adapt
 
-    rng = np.random.default_rng(0)
-    feeds = {s.name: rng.standard_normal(s.concrete_shape()).astype(s.dtype) for s in bundle.inputs}
+    feeds = random_feeds(bundle.inputs)
     timings: dict[str, float] = {}
     for cand in ranking.candidates[:CANDIDATES]:
         name = f"{cand.artifact.id}|{cand.backend.name}"

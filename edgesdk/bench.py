@@ -19,6 +19,7 @@ from .errors import EdgeSDKError, UsageError
 from .hardware import detect
 from .runtime import Runtime
 from .runtimes import backends, check_threads
+from .specs import random_feeds
 from .timing import percentiles, time_runs  # noqa: F401 - also edgesdk.bench's public names
 
 log = logging.getLogger(__name__)
@@ -84,8 +85,7 @@ def _peak_rss_mb() -> float | None:
 
 def bench_inputs(rt: Runtime, seed: int = 0) -> list[np.ndarray]:
     """Deterministic inputs of the model's input specs: the same for every artifact."""
-    rng = np.random.default_rng(seed)
-    return [rng.standard_normal(s.concrete_shape()).astype(s.dtype) for s in rt.inputs]
+    return list(random_feeds(rt.inputs, seed).values())
 
 
 def benchmark(

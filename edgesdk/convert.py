@@ -21,7 +21,7 @@ from .options import validate as validate_options
 from .parity import TASKS, Tolerance, compare, is_class_scores, not_measured
 from .runtimes import Backend, adapt, backends, io_problems
 from .sources import SourceModel, from_module, load_source
-from .specs import Preprocess
+from .specs import Preprocess, random_feeds
 from .timing import interleaved_rounds
 
 log = logging.getLogger(__name__)
@@ -68,10 +68,7 @@ def _parity_feeds(source: SourceModel, validation: CalibrationSet | None,
     if calibration is not None:
         return calibration.samples[:MAX_PARITY_SAMPLES], f"calibration samples (no held-out set given): " \
                                                          f"{calibration.source}"
-    rng = np.random.default_rng(0)
-    feeds = [source.example_feeds()]
-    for _ in range(4):
-        feeds.append({s.name: rng.standard_normal(s.concrete_shape()).astype(np.float32) for s in source.inputs})
+    feeds = [source.example_feeds()] + [random_feeds(source.inputs, seed) for seed in range(1, 5)]
     return feeds, "example input and 4 random inputs"
 
 

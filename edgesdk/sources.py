@@ -17,7 +17,7 @@ import numpy as np
 
 from .errors import ConversionError, ModelLoadError, require
 from .errors import first_line as _first_line
-from .specs import TensorSpec, guess_layout
+from .specs import TensorSpec, guess_layout, random_feeds
 
 log = logging.getLogger(__name__)
 
@@ -153,8 +153,7 @@ class OnnxSource(SourceModel):
         self._session = None
 
     def example_feeds(self) -> dict[str, np.ndarray]:
-        rng = np.random.default_rng(0)
-        return {s.name: rng.standard_normal(s.concrete_shape()).astype(s.dtype) for s in self.inputs}
+        return random_feeds(self.inputs)
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         if self._session is None:
@@ -216,8 +215,7 @@ class KerasSource(SourceModel):
                         for i, o in enumerate(outs)]
 
     def example_feeds(self) -> dict[str, np.ndarray]:
-        rng = np.random.default_rng(0)
-        return {s.name: rng.random(s.concrete_shape()).astype(s.dtype) for s in self.inputs}
+        return random_feeds(self.inputs, uniform=True)
 
     def _call(self, *tensors: Any) -> list[Any]:
         """Run the model on tf tensors in input order (inside or outside a tf.function)."""

@@ -60,6 +60,23 @@ def check_array(spec: TensorSpec, arr: np.ndarray, allow_nonfinite: bool = False
                          "numbers. Check the preprocessing, or pass allow_nonfinite=True to run them anyway.")
 
 
+def random_feeds(specs: Sequence[TensorSpec], seed: int = 0, uniform: bool = False) -> dict[str, np.ndarray]:
+    """Deterministic stand-in inputs of the specs' shapes (dynamic axes as 1) and dtypes: standard normal
+    (or uniform [0, 1)) floats, small non-negative integers (token ids, indices), False for booleans."""
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for s in specs:
+        shape, dtype = s.concrete_shape(), np.dtype(s.dtype)
+        if dtype.kind == "f":
+            values = rng.random(shape) if uniform else rng.standard_normal(shape)
+        elif dtype.kind in "iu":
+            values = rng.integers(0, 100, shape)
+        else:
+            values = np.zeros(shape)
+        feeds[s.name] = values.astype(dtype)
+    return feeds
+
+
 def check_feeds(specs: Sequence[TensorSpec], feeds: dict[str, np.ndarray]) -> None:
     """Raise InputError unless feeds has exactly the named inputs, each matching its spec."""
     from .errors import InputError
