@@ -110,58 +110,62 @@ def benchmark(
     if runs < 1 or warmup < 0:
         raise UsageError(f"runs must be at least 1 and warmup at least 0 (got runs={runs}, warmup={warmup}).")
     path = Path(model)
-    pairs: list[tuple[str | None, str]] = []
-    if path.is_dir():
-        bundle = load_bundle(path)
-        names = [backend] if backend != "auto" else [b.name for b in backends()]
-        for art in bundle.artifacts:
-            if artifacts and art.id not in artifacts and art.file not in artifacts:
-                continue
-            for b in backends():
-                if b.name in names and art.format in b.formats and b.available()[0]:
-                    pairs.append((art.id, b.name))
-    else:
-        pairs.append((None, backend))
     results: list[BenchResult] = []
-    inputs: list[np.ndarray] | None = None
-    for art_id, backend_name in pairs:
+    shared: dict[str, list[np.ndarray]] = {}  # the first Runtime's inputs, used for every pair
+    for art_id, backend_name in _bench_pairs(path, backend, artifacts):
         step(f"Benchmarking {art_id or path.name} on {backend_name}")
-        _reset_peak_rss()
-        try:
-            t0 = time.perf_counter()
-            rt = Runtime(path, backend=backend_name, artifact=art_id, threads=threads, mode=mode)
-            load_s = time.perf_counter() - t0
-        except EdgeSDKError as exc:
-            log.warning("Skipping %s on %s: %s", art_id, backend_name, exc)
-            results.append(BenchResult(art_id or path.name, "?", backend_name, "?", {}, 0.0, 0.0, None, 0, {},
-                                       str(exc)))
-            continue
-        with rt:
-            if inputs is None:
-                inputs = bench_inputs(rt)
-            batch = rt.inputs[0].concrete_shape()[0] if rt.inputs and rt.inputs[0].shape else 1
-            if mode == "throughput":
-                rt.run_many([inputs] * max(warmup, 1))
-                t0 = time.perf_counter()
-                rt.run_many([inputs] * runs)
-                elapsed = time.perf_counter() - t0
-                lat = percentiles(rt.last_latencies_s)
-                ips = batch * runs / elapsed
-            else:
-                lat = percentiles(time_runs(lambda rt=rt, feeds=inputs: rt.run_all(feeds), runs, warmup))
-                ips = batch * 1e3 / lat["mean"]
-            nonfinite = any(o.dtype.kind == "f" and not np.isfinite(o).all() for o in rt.run_all(inputs))
-            art = rt.artifact
-            size = art.size_bytes or (rt.bundle.path / art.file).stat().st_size
-            results.append(BenchResult(
-                artifact=art.id if path.is_dir() else path.name, format=art.format, backend=rt.backend,
-                precision=art.precision, latency_ms=lat, throughput_ips=ips, load_s=load_s,
-                peak_rss_mb=_peak_rss_mb(), size_bytes=size, parity=art.parity,
-                execution_precision=rt.execution_precision, mode=mode, nonfinite_outputs=nonfinite,
-            ))
+        results.append(_bench_one(path, art_id, backend_name, threads, mode, runs, warmup, shared))
     hw = detect()
     machine = {**hw.to_dict(), "python": platform.python_version(), "machine_id": hw.machine_id}
     return BenchReport(str(path), runs, warmup, threads, results, machine, mode)
+
+
+def _bench_pairs(path: Path, backend: str, artifacts: Sequence[str] | None) -> list[tuple[str | None, str]]:
+    """(artifact id, backend) for every installed backend that runs each selected artifact; a bare file
+    is one pair with no artifact id."""
+    if not path.is_dir():
+        return [(None, backend)]
+    names = [backend] if backend != "auto" else [b.name for b in backends()]
+    return [(art.id, b.name) for art in load_bundle(path).artifacts
+            if not artifacts or art.id in artifacts or art.file in artifacts
+            for b in backends() if b.name in names and art.format in b.formats and b.available()[0]]
+
+
+def _bench_one(path: Path, art_id: str | None, backend: str, threads: int | None, mode: str, runs: int,
+               warmup: int, shared: dict[str, list[np.ndarray]]) -> BenchResult:
+    """Load, time and describe one pair; a pair that does not load is a result with its error."""
+    _reset_peak_rss()
+    try:
+        t0 = time.perf_counter()
+        rt = Runtime(path, backend=backend, artifact=art_id, threads=threads, mode=mode)
+        load_s = time.perf_counter() - t0
+    except EdgeSDKError as exc:
+        log.warning("Skipping %s on %s: %s", art_id, backend, exc)
+        return BenchResult(art_id or path.name, "?", backend, "?", {}, 0.0, 0.0, None, 0, {}, str(exc))
+    with rt:
+        inputs = shared.setdefault("inputs", bench_inputs(rt))
+        lat, ips = _time(rt, inputs, runs, warmup, mode)
+        nonfinite = any(o.dtype.kind == "f" and not np.isfinite(o).all() for o in rt.run_all(inputs))
+        art = rt.artifact
+        return BenchResult(
+            artifact=art.id if path.is_dir() else path.name, format=art.format, backend=rt.backend,
+            precision=art.precision, latency_ms=lat, throughput_ips=ips, load_s=load_s,
+            peak_rss_mb=_peak_rss_mb(), size_bytes=art.size_bytes or (rt.bundle.path / art.file).stat().st_size,
+            parity=art.parity, execution_precision=rt.execution_precision, mode=mode, nonfinite_outputs=nonfinite,
+        )
+
+
+def _time(rt: Runtime, inputs: list[np.ndarray], runs: int, warmup: int, mode: str) -> tuple[dict[str, float], float]:
+    """(latency percentiles in ms, samples per second): one request at a time, or all in flight."""
+    batch = rt.inputs[0].concrete_shape()[0] if rt.inputs and rt.inputs[0].shape else 1
+    if mode == "throughput":
+        rt.run_many([inputs] * max(warmup, 1))
+        t0 = time.perf_counter()
+        rt.run_many([inputs] * runs)
+        elapsed = time.perf_counter() - t0
+        return percentiles(rt.last_latencies_s), batch * runs / elapsed
+    lat = percentiles(time_runs(lambda: rt.run_all(inputs), runs, warmup))
+    return lat, batch * 1e3 / lat["mean"]
 
 
 def write_csv(report: BenchReport, path: str | os.PathLike) -> None:

@@ -207,8 +207,36 @@ def convert(
     step = progress or (lambda msg: log.info("%s", msg))
     out_path = Path(out)
     check_output_dir(out_path, force)  # fail before any slow work
-    _check_task(task)
     options = validate_options(dict(options or {}), declared_options())
+    task = task or options.pop("task", None)
+    _check_task(task)
+    plan = _plan(targets, precisions)
+    step("Loading the source model")
+    source = _as_source(model, example_input, dynamic_batch, trust_source)
+    prepared = _prepare(source, calib, validation, preprocess, labels, task, step)
+    job_options = {**options, "task": prepared.checker.task, "dynamic_batch": dynamic_batch}
+    with staged_dir(out_path, force) as stage:
+        artifacts, timed = _convert_all(plan, prepared, stage, job_options, tolerance, step)
+        step("Timing every artifact on every backend, interleaved")
+        time_interleaved(stage, timed, source, prepared.checker.feeds[0])
+        _bundle(stage, prepared, artifacts).write_manifest()
+    return load_bundle(out_path)
+
+
+@dataclass
+class Prepared:
+    """What every target's conversion shares: the source, its data and what parity checks against."""
+
+    source: SourceModel
+    preprocess: Preprocess | None
+    labels: list[str] | None
+    calibration: CalibrationSet | None
+    checker: ParityCheck
+
+
+def _plan(targets: Sequence[str], precisions: Sequence[str] | Mapping[str, Sequence[str]]) -> list[tuple[Any, list[str]]]:
+    """(converter, its precisions) per target, every converter's libraries present, every precision made
+    by some target (or, given per target, by that target)."""
     converters = [get_converter(t) for t in targets]
     for conv in converters:
         conv.require()
@@ -217,18 +245,20 @@ def convert(
         bad = [f"{t} {p}" for t, ps in per_target.items() for p in ps if p not in get_converter(t).precisions]
         if bad:
             raise ConversionError(f"Unsupported target precisions: {', '.join(bad)}.")
-    else:
-        per_target = {c.name: [p for p in precisions if p in c.precisions] for c in converters}
+        return [(c, per_target[c.name]) for c in converters]
     # Each precision goes to every target that supports it (bf16 exists for OpenVINO only, say).
-    unsupported = [] if isinstance(precisions, Mapping) else [
-        p for p in precisions if not any(p in c.precisions for c in converters)]
+    unsupported = [p for p in precisions if not any(p in c.precisions for c in converters)]
     if unsupported:
         raise ConversionError(f"No target among {', '.join(c.name for c in converters)} produces "
                               f"{', '.join(unsupported)}: " +
                               "; ".join(f"{c.name} supports {', '.join(c.precisions)}" for c in converters) + ".")
-    step("Loading the source model")
-    source = _as_source(model, example_input, dynamic_batch, trust_source)
-    # A model may carry its own metadata (see edgesdk.zoo); explicit arguments win.
+    return [(c, [p for p in precisions if p in c.precisions]) for c in converters]
+
+
+def _prepare(source: SourceModel, calib: Any, validation: Any, preprocess: Preprocess | None, labels: Any,
+             task: str | None, step: Callable[[str], None]) -> Prepared:
+    """Calibration and validation data, labels, task, and the source's reference outputs. A model may
+    carry its own metadata (see edgesdk.zoo); explicit arguments win."""
     carried = getattr(getattr(source, "module", None), "edgesdk_metadata", None) or {}
     preprocess = preprocess or carried.get("preprocess")
     labels = labels if labels is not None else carried.get("labels")
@@ -244,39 +274,47 @@ def convert(
     label_list = _read_labels(labels)
     task = _task(task or carried.get("task"), label_list, reference)
     checker = ParityCheck(source, feeds, reference, parity_data, task, len(label_list) if label_list else None)
+    return Prepared(source, preprocess, label_list, calibration, checker)
+
+
+def _convert_all(plan: list[tuple[Any, list[str]]], prepared: Prepared, stage: Path, options: dict[str, Any],
+                 tolerance: Tolerance, step: Callable[[str], None]) -> tuple[list[Artifact], list[tuple[Artifact, Backend]]]:
+    """Every artifact written into stage, hashed and checked; the (artifact, backend) pairs to time."""
     machine = detect().machine_id
     artifacts: list[Artifact] = []
     timed: list[tuple[Artifact, Backend]] = []
-    with staged_dir(out_path, force) as stage:
-        for conv in converters:
-            wanted = per_target[conv.name]
-            if not wanted:
-                continue
-            step(f"Converting to {conv.name} ({', '.join(wanted)})")
-            job = ConversionJob(source, wanted, stage, calibration,
-                                {"task": task, **(options or {}), "dynamic_batch": dynamic_batch}, artifacts)
-            for art in conv.convert(job):
-                _hash(art, stage)
-                timed += [(art, b) for b in checker.check(art, stage / art.file, step)]
-                art.measured_on = machine
-                ok, why = tolerance.accepts(art.precision, art.parity)
-                if art.precision == "fp32" and not ok:
-                    raise ConversionError(f"The {art.format} FP32 artifact does not match the source: {why} "
-                                          f"(on {art.parity.get('samples', 0)} samples). Nothing was written.")
-                if not ok:
-                    log.warning("%s: %s; Runtime(precision='auto') will not pick it.", art.id, why)
-                artifacts.append(art)
-        step("Timing every artifact on every backend, interleaved")
-        time_interleaved(stage, timed, source, feeds[0])
-        bundle = Bundle(
-            path=stage, inputs=source.inputs, outputs=source.outputs, artifacts=artifacts,
-            preprocess=preprocess, labels=label_list,
-            task=task,
-            meta={
-                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                "source": {"kind": source.kind, "description": source.description},
-                "calibration": calibration.describe() if calibration else None,
-            },
-        )
-        bundle.write_manifest()
-    return load_bundle(out_path)
+    for conv, wanted in plan:
+        if not wanted:
+            continue
+        step(f"Converting to {conv.name} ({', '.join(wanted)})")
+        job = ConversionJob(prepared.source, wanted, stage, prepared.calibration, options, artifacts)
+        for art in conv.convert(job):
+            _hash(art, stage)
+            timed += [(art, b) for b in prepared.checker.check(art, stage / art.file, step)]
+            art.measured_on = machine
+            _judge(art, tolerance)
+            artifacts.append(art)
+    return artifacts, timed
+
+
+def _judge(art: Artifact, tolerance: Tolerance) -> None:
+    """An FP32 artifact outside tolerance fails the conversion; another is kept, never auto-picked."""
+    ok, why = tolerance.accepts(art.precision, art.parity)
+    if art.precision == "fp32" and not ok:
+        raise ConversionError(f"The {art.format} FP32 artifact does not match the source: {why} "
+                              f"(on {art.parity.get('samples', 0)} samples). Nothing was written.")
+    if not ok:
+        log.warning("%s: %s; Runtime(precision='auto') will not pick it.", art.id, why)
+
+
+def _bundle(stage: Path, prepared: Prepared, artifacts: list[Artifact]) -> Bundle:
+    source = prepared.source
+    return Bundle(
+        path=stage, inputs=source.inputs, outputs=source.outputs, artifacts=artifacts,
+        preprocess=prepared.preprocess, labels=prepared.labels, task=prepared.checker.task,
+        meta={
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "source": {"kind": source.kind, "description": source.description},
+            "calibration": prepared.calibration.describe() if prepared.calibration else None,
+        },
+    )

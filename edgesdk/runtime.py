@@ -52,13 +52,27 @@ class Runtime:
         allow_nonfinite=True lets NaN/Inf inputs through (they are an InputError by default)."""
         if mode not in ("latency", "throughput"):
             raise UsageError(f"mode must be 'latency' or 'throughput', not {mode!r}.")
-        if not isinstance(path, (str, os.PathLike)):
-            raise UsageError(f"Runtime needs the path of a bundle folder or a model file, not {type(path).__name__}.")
-        self.path = Path(path)
         self.threads = check_threads(threads)
         self.mode = mode
         self.allow_nonfinite = allow_nonfinite
         self.nonfinite_outputs = 0  # calls whose outputs held NaN or Inf (warned about once)
+        self.last_latencies_s: list[float] = []
+        self._load_model(path)
+        if not self.verified:
+            artifact = artifact or self.bundle.artifacts[0].file
+        self.profile = hardware if isinstance(hardware, HardwareProfile) else detect(hardware or "/")
+        self._rank(tolerance, backend, precision, artifact, autotune)
+        self._open_first(backend_options)
+        # The bundle's specs are the contract; a single file takes them from the session.
+        self.inputs: list[TensorSpec] = self.bundle.inputs or self._session.inputs
+        self.outputs: list[TensorSpec] = self.bundle.outputs or self._session.outputs
+        self._input_names = [s.name for s in self.inputs]
+
+    def _load_model(self, path: Any) -> None:
+        """self.bundle from a bundle folder (verified against its manifest) or a bare model file (not)."""
+        if not isinstance(path, (str, os.PathLike)):
+            raise UsageError(f"Runtime needs the path of a bundle folder or a model file, not {type(path).__name__}.")
+        self.path = Path(path)
         if self.path.is_dir():
             self.bundle: Bundle = load_bundle(self.path)
             self.verified = True
@@ -68,26 +82,30 @@ class Runtime:
             log.warning("%s is a bare model file: edgesdk cannot check its bytes (no manifest with a sha256) nor "
                         "its accuracy. Convert it into a bundle with `edgesdk convert` to have both verified.",
                         self.path)
-            artifact = artifact or self.bundle.artifacts[0].file
         else:
             raise ModelLoadError(f"No model at {self.path}: give a bundle folder or a model file.")
-        self.profile = hardware if isinstance(hardware, HardwareProfile) else detect(hardware or "/")
+
+    def _rank(self, tolerance: Tolerance, backend: str, precision: str, artifact: str | None, autotune: bool) -> None:
+        """self.ranking: the policy's order here, re-ranked by autotune's own timings when asked."""
         self.ranking: Ranking = rank(self.bundle, tolerance, backend, precision, artifact, self.profile)
         self.autotune: dict[str, Any] | None = None
         if autotune and self.bundle.inputs:
             from .autotune import autotune as run_autotune
 
             self.autotune = run_autotune(self.bundle, self.ranking, self.profile, self.threads,
-                                         key_extra=f"{backend}|{precision}|{artifact}|{tolerance}|{mode}")
+                                         key_extra=f"{backend}|{precision}|{artifact}|{tolerance}|{self.mode}")
             measured = {(k.split("|")[1], k.split("|")[0]): v for k, v in self.autotune["ms"].items()}
             self.ranking = rank(self.bundle, tolerance, backend, precision, artifact, self.profile, measured)
         self.skipped: list[str] = list(self.ranking.skipped)
+
+    def _open_first(self, backend_options: dict[str, Any]) -> None:
+        """Open the best-ranked candidate that loads; any failure is recorded and the next one tried."""
         self._session: Session | None = None
         for cand in self.ranking.candidates:
             try:
                 model_path = verify_artifact(self.bundle, cand.artifact) if self.verified else self.path
                 session = cand.backend.open(model_path, threads=self.threads, precision=cand.artifact.precision,
-                                            mode=mode, **backend_options)
+                                            mode=self.mode, **backend_options)
                 self._session = adapt(session, self.bundle.inputs, self.bundle.outputs, cand.artifact.io)
             except Exception as exc:  # noqa: BLE001 - any failure to load a candidate: record it, try the next
                 why = str(exc) if isinstance(exc, EdgeSDKError) else f"{exc.__class__.__name__}: {first_line(exc)}"
@@ -102,11 +120,6 @@ class Runtime:
             raise ModelLoadError(f"No candidate could be loaded from {self.path}:\n  " + "\n  ".join(self.skipped))
         if self.skipped:
             log.info("Runtime uses %s on %s; passed over: %s", self.artifact.id, self.backend, "; ".join(self.skipped))
-        # The bundle's specs are the contract; a single file takes them from the session.
-        self.inputs: list[TensorSpec] = self.bundle.inputs or self._session.inputs
-        self.outputs: list[TensorSpec] = self.bundle.outputs or self._session.outputs
-        self._input_names = [s.name for s in self.inputs]
-        self.last_latencies_s: list[float] = []
 
     # -- what was picked ----------------------------------------------------------------------------
     @property

@@ -41,78 +41,92 @@ def quantize_int8(fp32: Path, out: Path, job: ConversionJob, symmetric: bool = F
     symmetric=False: uint8 activations, the fast pair on x86 ONNX Runtime. symmetric=True: int8
     activations with zero point 0, what TensorRT's explicit quantization accepts (it rejects uint8)."""
     import onnx
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quant_pre_process,
-        quantize_dynamic,
-        quantize_static,
-    )
 
     model = onnx.load(str(fp32))
-    ops = {n.op_type for n in model.graph.node}
     calib = job.calibration
     if calib is None:
-        if "Conv" not in ops and ops & DYNAMIC_FRIENDLY_OPS:
-            log.info("No calibration data: using dynamic INT8 quantization, which fits this "
-                     "Linear/LSTM model (weights int8, activations quantized at run time).")
-            quantize_dynamic(str(fp32), str(out), weight_type=QuantType.QInt8)
-            return {"method": "dynamic", "weights": "int8 per-tensor"}
-        raise CalibrationError(
-            "INT8 for this model needs calibration data: pass calib= (a folder of images, a .npy/.npz, or an "
-            "iterable of inputs) or --calib on the CLI. Dynamic quantization is wrong for convolutional models."
-        )
+        return _quantize_dynamic(fp32, out, {n.op_type for n in model.graph.node})
     calib.check_representative()
     method = job.options.get("int8_method") or "minmax"
-    # Nodes kept in float: by default the stem conv and the output tail; options["int8_float_nodes"] lists
-    # others (or none).
     exclude = job.options.get("int8_float_nodes")
     if exclude is None:  # default: the stem conv and the element-wise output tail stay in float
         exclude = _stem_convs(model) + output_tail(model)
+    extra = _static_settings(method, job, symmetric)
     with tempfile.TemporaryDirectory() as tmp:
-        pre = Path(tmp) / "pre.onnx"
-        try:
-            quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=False)
-        except Exception as exc:
-            log.info("quant_pre_process failed (%s); quantizing the model as is.", describe_error(exc))
-            pre = fp32
-
-        class Reader(CalibrationDataReader):
-            """Feeds the CalibrationSet to onnxruntime.quantization."""
-
-            def __init__(self) -> None:
-                self._iter = iter(calib)
-
-            def get_next(self) -> dict[str, Any] | None:
-                return next(self._iter, None)
-
-        extra: dict[str, Any] = {"ActivationSymmetric": True, "WeightSymmetric": True} if symmetric else {}
-        if method == "percentile":
-            calibrate_method = CalibrationMethod.Percentile
-            extra["CalibPercentile"] = job.options.get("int8_percentile", DEFAULT_PERCENTILE)
-        elif method == "minmax":
-            calibrate_method = CalibrationMethod.MinMax
-        else:
-            raise ConversionError(f"Unknown INT8 calibration method '{method}': use percentile or minmax.")
-        captured = io.StringIO()  # the percentile calibrator prints its progress
-        with contextlib.redirect_stdout(captured):
-            quantize_static(
-                str(pre), str(out), Reader(),
-                quant_format=QuantFormat.QDQ, per_channel=True,
-                activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8, weight_type=QuantType.QInt8,
-                calibrate_method=calibrate_method, nodes_to_exclude=exclude, extra_options=extra,
-            )
-        log.debug("%s", captured.getvalue())
-    record: dict[str, Any] = {
+        _quantize_static(_pre_processed(fp32, Path(tmp) / "pre.onnx"), out, calib, method, exclude, extra, symmetric)
+    return {
         "method": "static QDQ",
         "activations": "int8 per-tensor symmetric" if symmetric else "uint8 per-tensor",
         "weights": "int8 per-channel symmetric",
         "calibration": f"{method}" + (f" {extra['CalibPercentile']}" if "CalibPercentile" in extra else ""),
         "calibration_samples": len(calib), "calibration_source": calib.source, "float_nodes": exclude,
     }
-    return record
+
+
+def _quantize_dynamic(fp32: Path, out: Path, ops: set[str]) -> dict[str, Any]:
+    """Without calibration data: dynamic INT8, which suits Linear/LSTM models and is wrong for CNNs."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    if "Conv" in ops or not ops & DYNAMIC_FRIENDLY_OPS:
+        raise CalibrationError(
+            "INT8 for this model needs calibration data: pass calib= (a folder of images, a .npy/.npz, or an "
+            "iterable of inputs) or --calib on the CLI. Dynamic quantization is wrong for convolutional models.")
+    log.info("No calibration data: using dynamic INT8 quantization, which fits this "
+             "Linear/LSTM model (weights int8, activations quantized at run time).")
+    quantize_dynamic(str(fp32), str(out), weight_type=QuantType.QInt8)
+    return {"method": "dynamic", "weights": "int8 per-tensor"}
+
+
+def _static_settings(method: str, job: ConversionJob, symmetric: bool) -> dict[str, Any]:
+    """onnxruntime.quantization's extra_options for the calibration method and activation symmetry."""
+    extra: dict[str, Any] = {"ActivationSymmetric": True, "WeightSymmetric": True} if symmetric else {}
+    if method == "percentile":
+        extra["CalibPercentile"] = job.options.get("int8_percentile") or DEFAULT_PERCENTILE
+    elif method != "minmax":
+        raise ConversionError(f"Unknown INT8 calibration method '{method}': use percentile or minmax.")
+    return extra
+
+
+def _pre_processed(fp32: Path, pre: Path) -> Path:
+    """quant_pre_process's output (shape inference, fusions) at pre, or the model as is where it fails."""
+    from onnxruntime.quantization import quant_pre_process
+
+    try:
+        quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=False)
+        return pre
+    except Exception as exc:  # noqa: BLE001 - pre-processing is an optimization
+        log.info("quant_pre_process failed (%s); quantizing the model as is.", describe_error(exc))
+        return fp32
+
+
+def _quantize_static(model: Path, out: Path, calib: Any, method: str, exclude: list[str], extra: dict[str, Any],
+                     symmetric: bool) -> None:
+    """Static QDQ, per-channel int8 weights, calibrated on the CalibrationSet."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    class Reader(CalibrationDataReader):
+        """Feeds the CalibrationSet to onnxruntime.quantization."""
+
+        def __init__(self) -> None:
+            self._iter = iter(calib)
+
+        def get_next(self) -> dict[str, Any] | None:
+            return next(self._iter, None)
+
+    captured = io.StringIO()  # the percentile calibrator prints its progress
+    with contextlib.redirect_stdout(captured):
+        quantize_static(
+            str(model), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+            activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8, weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.Percentile if method == "percentile" else CalibrationMethod.MinMax,
+            nodes_to_exclude=exclude, extra_options=extra)
+    log.debug("%s", captured.getvalue())
 
 
 def convert_fp16(fp32: Path, out: Path) -> None:

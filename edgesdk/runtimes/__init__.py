@@ -274,59 +274,13 @@ def rank(
     from ..hardware import detect
 
     profile = profile or detect()
-    machine_id = profile.machine_id
     ranking = Ranking()
-    pool = list(bundle.artifacts)
-    if artifact is not None:
-        pool = [bundle.artifact(artifact)]
-    elif precision != "auto":
-        pool = [a for a in pool if a.precision == precision]
-        if not pool:
-            raise ModelLoadError(f"Bundle {bundle.path} has no {precision} artifact; it has "
-                                 f"{', '.join(a.id for a in bundle.artifacts)}.")
-    else:
-        kept = []
-        for a in pool:
-            ok, why = tolerance.accepts(a.precision, a.parity)
-            if ok:
-                kept.append(a)
-            elif why.startswith("parity not measured"):
-                ranking.skipped.append(f"{a.id}: {why}; only a forced precision or artifact runs it")
-            else:
-                ranking.skipped.append(f"{a.id}: parity outside tolerance, {why}")
-        pool = kept
-    names = [b.name for b in backends()] if backend == "auto" else [get_backend(backend).name]
-    pairs: list[Candidate] = []
-    for a in pool:
-        for name in names:
-            b = get_backend(name)
-            if a.format not in b.formats:
-                continue
-            ok, why = b.available()
-            if not ok:
-                ranking.skipped.append(f"{a.id} on {b.name}: {why}")
-                continue
-            pairs.append(Candidate(b, a))
-    def measured_ms(c: Candidate) -> tuple[float | None, str]:
-        if measured is not None:  # autotune's figures alone: never mixed with timings taken at another time
-            ms = measured.get((c.backend.name, c.artifact.id))
-            return (ms, "measured here by autotune") if ms is not None else (None, "")
-        if c.artifact.measured_on != machine_id:
-            return None, ""
-        return c.artifact.latency_ms.get(c.backend.name), "measured here at conversion"
-
-    def device_rank(c: Candidate) -> int:
-        return c.backend.device_rank.get(profile.device, 99)
-
-    def key(c: Candidate) -> tuple[int, bool, float, int, int]:
-        ms, _ = measured_ms(c)
-        pref = c.backend.precision_preference
-        order = pref.index(c.artifact.precision) if c.artifact.precision in pref else len(pref)
-        return (device_rank(c) // 10, ms is None, ms or 0.0, order, device_rank(c))
-
-    for c in sorted(pairs, key=key):
-        ms, where = measured_ms(c)
-        tier = f"tier {device_rank(c) // 10} on {profile.device}"
+    pool = _artifact_pool(bundle, tolerance, precision, artifact, ranking.skipped)
+    pairs = _runnable_pairs(pool, backend, ranking.skipped)
+    timing = _Timing(profile, measured)
+    for c in sorted(pairs, key=timing.key):
+        ms, where = timing.ms(c)
+        tier = f"tier {timing.device_rank(c) // 10} on {profile.device}"
         c.why = (f"{tier}; {ms:.2f} ms {where}" if ms is not None
                  else f"{tier}; not timed here, {c.backend.name} prefers {' > '.join(c.backend.precision_preference)}")
         ranking.candidates.append(c)
@@ -336,3 +290,68 @@ def rank(
                 if any("parity outside tolerance" in s or "parity not measured" in s for s in ranking.skipped) else "")
         raise BackendUnavailable(f"No backend can run any artifact of {bundle.path}: {detail}.{hint}")
     return ranking
+
+
+def _artifact_pool(bundle: Bundle, tolerance: Tolerance, precision: str, artifact: str | None,
+                   skipped: list[str]) -> list[Artifact]:
+    """The artifacts the ranking may use: the one named, those of the precision named, or (auto) those
+    whose recorded parity is within tolerance; the rest go to skipped with the reason."""
+    if artifact is not None:
+        return [bundle.artifact(artifact)]
+    if precision != "auto":
+        pool = [a for a in bundle.artifacts if a.precision == precision]
+        if not pool:
+            raise ModelLoadError(f"Bundle {bundle.path} has no {precision} artifact; it has "
+                                 f"{', '.join(a.id for a in bundle.artifacts)}.")
+        return pool
+    kept = []
+    for a in bundle.artifacts:
+        ok, why = tolerance.accepts(a.precision, a.parity)
+        if ok:
+            kept.append(a)
+        elif why.startswith("parity not measured"):
+            skipped.append(f"{a.id}: {why}; only a forced precision or artifact runs it")
+        else:
+            skipped.append(f"{a.id}: parity outside tolerance, {why}")
+    return kept
+
+
+def _runnable_pairs(pool: list[Artifact], backend: str, skipped: list[str]) -> list[Candidate]:
+    """Every (installed backend, artifact) pair where the backend runs the artifact's format."""
+    names = [b.name for b in backends()] if backend == "auto" else [get_backend(backend).name]
+    pairs: list[Candidate] = []
+    for a in pool:
+        for b in (get_backend(n) for n in names):
+            if a.format not in b.formats:
+                continue
+            ok, why = b.available()
+            if ok:
+                pairs.append(Candidate(b, a))
+            else:
+                skipped.append(f"{a.id} on {b.name}: {why}")
+    return pairs
+
+
+class _Timing:
+    """The ranking's sort key: tier on this device, then measured here (autotune's own figures, else
+    conversion-time ones from this machine) fastest first, then precision preference."""
+
+    def __init__(self, profile: HardwareProfile, measured: dict[tuple[str, str], float] | None):
+        self.profile, self.measured = profile, measured
+
+    def ms(self, c: Candidate) -> tuple[float | None, str]:
+        if self.measured is not None:  # autotune's figures alone: never mixed with timings taken at another time
+            ms = self.measured.get((c.backend.name, c.artifact.id))
+            return (ms, "measured here by autotune") if ms is not None else (None, "")
+        if c.artifact.measured_on != self.profile.machine_id:
+            return None, ""
+        return c.artifact.latency_ms.get(c.backend.name), "measured here at conversion"
+
+    def device_rank(self, c: Candidate) -> int:
+        return c.backend.device_rank.get(self.profile.device, 99)
+
+    def key(self, c: Candidate) -> tuple[int, bool, float, int, int]:
+        ms, _ = self.ms(c)
+        pref = c.backend.precision_preference
+        order = pref.index(c.artifact.precision) if c.artifact.precision in pref else len(pref)
+        return (self.device_rank(c) // 10, ms is None, ms or 0.0, order, self.device_rank(c))
