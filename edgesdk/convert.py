@@ -72,13 +72,6 @@ def _parity_feeds(source: SourceModel, validation: CalibrationSet | None,
     return feeds, "example input and 4 random inputs"
 
 
-def measure_parity(session: Any, feeds: list[dict[str, np.ndarray]], reference: list[list[np.ndarray]],
-                   names: list[str] | None = None, task: str | None = None,
-                   num_classes: int | None = None) -> dict[str, Any]:
-    """Run every feed through session; return its parity with the reference outputs."""
-    return compare(reference, [session.run(f) for f in feeds], names, task, num_classes)
-
-
 @dataclass
 class ParityCheck:
     """What every artifact of one conversion is checked against."""
@@ -109,8 +102,8 @@ class ParityCheck:
             if problems:
                 return {"measured": True, "samples": 0, "problems": problems}
             session = adapt(inner, self.source.inputs, self.source.outputs, art.io)
-            return measure_parity(session, self.feeds, self.reference, [s.name for s in self.source.outputs],
-                                  self.task, self.num_classes)
+            outputs = [session.run(f) for f in self.feeds]
+            return compare(self.reference, outputs, [s.name for s in self.source.outputs], self.task, self.num_classes)
         except Exception as exc:  # noqa: BLE001 - likewise for one that fails to run
             return {"measured": True, "samples": 0, "problems": [f"fails on {runner.name}: {first_line(exc)}"]}
         finally:

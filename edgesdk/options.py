@@ -4,7 +4,7 @@ declared (a misspelling used to be ignored without a word)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,6 +64,3 @@ def validate(given: dict[str, Any], declared: Iterable[Option]) -> dict[str, Any
                               f"{', '.join(sorted(by_name))}.")
     return {name: by_name[name].check(value) for name, value in given.items()}
 
-
-def names(options: Sequence[Option]) -> list[str]:
-    return [o.name for o in options]

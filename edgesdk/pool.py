@@ -18,10 +18,8 @@ class WorkerPool(Generic[T]):
     def __init__(self, make: Callable[[], T], first: T | None = None):
         self._make = make
         self._idle: queue.SimpleQueue[T] = queue.SimpleQueue()
-        self.created = 0
         if first is not None:
             self._idle.put(first)
-            self.created = 1
 
     @contextlib.contextmanager
     def borrow(self) -> Iterator[T]:
@@ -29,7 +27,6 @@ class WorkerPool(Generic[T]):
             worker = self._idle.get_nowait()
         except queue.Empty:
             worker = self._make()
-            self.created += 1
         try:
             yield worker
         finally:
