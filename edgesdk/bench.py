@@ -17,6 +17,7 @@ import numpy as np
 from .bundle import load_bundle
 from .errors import EdgeSDKError, UsageError
 from .hardware import detect
+from .records import Parity
 from .runtime import Runtime
 from .runtimes import backends, check_threads
 from .specs import random_feeds
@@ -36,7 +37,7 @@ class BenchResult:
     load_s: float
     peak_rss_mb: float | None
     size_bytes: int
-    parity: dict[str, Any] = field(default_factory=dict)
+    parity: Parity = field(default_factory=Parity)
     error: str | None = None
     execution_precision: str = ""  # what the backend computed in (OpenVINO: f32 or bf16)
     mode: str = "latency"
@@ -55,7 +56,7 @@ class BenchReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "mode": self.mode, "runs": self.runs, "warmup": self.warmup,
-                "threads": self.threads, "results": [asdict(r) for r in self.results], "machine": self.machine}
+                "threads": self.threads, "results": [{**asdict(r), "parity": r.parity.to_dict()} for r in self.results], "machine": self.machine}
 
 
 def _reset_peak_rss() -> bool:
@@ -179,4 +180,4 @@ def write_csv(report: BenchReport, path: str | os.PathLike) -> None:
             lat = r.latency_ms
             w.writerow([r.artifact, r.format, r.backend, r.precision, r.execution_precision, r.mode, lat.get("p50"), lat.get("p90"), lat.get("p99"),
                         lat.get("mean"), r.throughput_ips, r.load_s, r.peak_rss_mb, r.size_bytes,
-                        r.parity.get("max_abs"), r.parity.get("top1_agreement"), r.error or ""])
+                        r.parity.max_abs, r.parity.top1_agreement, r.error or ""])

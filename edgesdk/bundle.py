@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConversionError, ModelLoadError, first_line, missing_extra
+from .migrations import SCHEMA_VERSION, migrate
+from .records import ArtifactIO, Parity, Quantization
 from .specs import Preprocess, TensorSpec
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "edgesdk.json"
-SCHEMA_VERSION = 1
 
 
 @dataclass
@@ -36,14 +37,12 @@ class Artifact:
     sha256: str = ""
     size_bytes: int = 0
     versions: dict[str, str] = field(default_factory=dict)
-    parity: dict[str, Any] = field(default_factory=dict)
-    quantization: dict[str, Any] = field(default_factory=dict)
+    parity: Parity = field(default_factory=Parity)
+    quantization: Quantization = field(default_factory=Quantization)
     latency_ms: dict[str, float] = field(default_factory=dict)  # backend -> median ms at conversion
     measured_on: str | None = None  # the machine_id those latencies were measured on
     companions: dict[str, str] = field(default_factory=dict)  # other files it needs (e.g. .bin) -> sha256
-    # How the artifact's tensors differ from the source's: {"inputs": [perm or None], "outputs": [...]},
-    # perm taking a source-layout array to the artifact's (e.g. NCHW -> NHWC = [0, 2, 3, 1]).
-    io: dict[str, Any] = field(default_factory=dict)
+    io: ArtifactIO = field(default_factory=ArtifactIO)  # how its tensors differ from the source's
 
     @property
     def id(self) -> str:
@@ -53,17 +52,19 @@ class Artifact:
         return {
             "id": self.id, "file": self.file, "format": self.format, "precision": self.precision,
             "layout": self.layout, "sha256": self.sha256, "size_bytes": self.size_bytes,
-            "versions": self.versions, "parity": self.parity, "quantization": self.quantization,
-            "latency_ms": self.latency_ms, "measured_on": self.measured_on, "companions": self.companions,
-            "io": self.io,
+            "versions": self.versions, "parity": self.parity.to_dict(),
+            "quantization": self.quantization.to_dict(), "latency_ms": self.latency_ms,
+            "measured_on": self.measured_on, "companions": self.companions, "io": self.io.to_dict(),
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Artifact:
+        """An artifact from its manifest entry (already validated against the current schema)."""
         keys = cls.__dataclass_fields__
-        art = cls(**{k: v for k, v in d.items() if k in keys})
-        if not isinstance(art.latency_ms, dict):  # early bundles kept one number, backend unknown: drop it
-            art.latency_ms, art.measured_on = {}, None
+        art = cls(**{k: v for k, v in d.items() if k in keys and k not in ("parity", "quantization", "io")})
+        art.parity = Parity.from_dict(d.get("parity"))
+        art.quantization = Quantization.from_dict(d.get("quantization"))
+        art.io = ArtifactIO.from_dict(d.get("io"))
         return art
 
 
@@ -151,9 +152,6 @@ def validate_manifest(data: Any, where: str | os.PathLike = MANIFEST) -> None:
         import jsonschema
     except ImportError as exc:
         raise missing_extra("jsonschema", "runtimes", "Reading a bundle manifest") from exc
-    if isinstance(data, dict) and data.get("schema_version") != SCHEMA_VERSION:
-        raise ModelLoadError(f"{where} has schema version {data.get('schema_version')!r}; this edgesdk reads version "
-                             f"{SCHEMA_VERSION}. Re-convert the model with this edgesdk, or upgrade edgesdk.")
     validator = jsonschema.Draft202012Validator(manifest_schema())
     errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
     problems = [f"at {'/'.join(map(str, e.absolute_path)) or 'the top'}: {e.message[:200]}" for e in errors[:10]]
@@ -197,6 +195,7 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
     except (ValueError, RecursionError) as exc:
         raise ModelLoadError(f"{manifest} is not readable JSON ({exc.__class__.__name__}: {first_line(exc)[:200]}). "
                              "Re-convert the model, or re-copy the bundle.") from None
+    data = migrate(data, str(manifest))
     validate_manifest(data, manifest)
     for art in data["artifacts"]:
         for name in [art["file"], *(art.get("companions") or {})]:

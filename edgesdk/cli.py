@@ -25,6 +25,7 @@ import numpy as np
 from .classes import top_k
 from .converters import DEFAULT_TARGET, converters, declared_options, target_presets
 from .errors import EdgeSDKError, InputError
+from .records import Parity
 from .runtimes import max_threads
 
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
@@ -165,21 +166,21 @@ def convert(source: str | None, out: str, targets: str | None, precision: str | 
         table.add_column(col)
     for a in bundle.artifacts:
         p = a.parity
-        if p.get("measured") is False or p.get("problems"):
-            why = p.get("reason") or "; ".join(p.get("problems", []))
+        if not p.measured or p.problems:
+            why = p.reason or "; ".join(p.problems)
             table.add_row(a.id, a.file, f"{a.size_bytes / 1e6:.2f} MB", f"[red]{why}[/]", "-", "-", "-")
             continue
-        table.add_row(a.id, a.file, f"{a.size_bytes / 1e6:.2f} MB", f"{p.get('max_abs', float('nan')):.2e}",
-                      _agreement(p), f"{p.get('cosine', 1):.5f}",
+        table.add_row(a.id, a.file, f"{a.size_bytes / 1e6:.2f} MB", f"{p.max_abs or 0.0:.2e}",
+                      _agreement(p), f"{1.0 if p.cosine is None else p.cosine:.5f}",
                       ", ".join(f"{b} {ms:.2f}" for b, ms in a.latency_ms.items()) or "-")
     results_console.print(table)
 
 
-def _agreement(parity: dict[str, Any]) -> str:
+def _agreement(parity: Parity) -> str:
     """The task's own measure: top-1 agreement, or detection recall / precision."""
-    if "detection" in parity:
-        return f"det R {parity['detection']['recall']:.1%} P {parity['detection']['precision']:.1%}"
-    return f"{parity['top1_agreement']:.1%} top-1" if "top1_agreement" in parity else "-"
+    if parity.detection is not None:
+        return f"det R {parity.detection.recall:.1%} P {parity.detection.precision:.1%}"
+    return f"{parity.top1_agreement:.1%} top-1" if parity.top1_agreement is not None else "-"
 
 
 def _load_inputs(rt: Any, paths: Sequence[str]) -> list[tuple[str, np.ndarray]]:
@@ -290,8 +291,8 @@ def bench(model: str, runs: int, warmup: int, threads: int | None, backend: str,
         table.add_row(r.artifact, r.backend, r.execution_precision, f"{lat['p50']:.2f}", f"{lat['p90']:.2f}", f"{lat['p99']:.2f}",
                       f"{lat['mean']:.2f}", f"{r.throughput_ips:.1f}", f"{r.load_s:.2f}",
                       f"{r.peak_rss_mb:.0f}" if r.peak_rss_mb else "-", f"{r.size_bytes / 1e6:.2f}",
-                      f"{p['top1_agreement']:.1%}" if "top1_agreement" in p else "-",
-                      f"{p['max_abs']:.1e}" if "max_abs" in p else "-")
+                      f"{p.top1_agreement:.1%}" if p.top1_agreement is not None else "-",
+                      f"{p.max_abs:.1e}" if p.max_abs is not None else "-")
     results_console.print(table)
     for r in report.results:
         if r.nonfinite_outputs:

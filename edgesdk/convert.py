@@ -6,7 +6,7 @@ import datetime as _dt
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from .errors import ConversionError, UsageError, first_line
 from .hardware import detect
 from .options import validate as validate_options
 from .parity import TASKS, Tolerance, compare, is_class_scores, not_measured
+from .records import Parity
 from .runtimes import Backend, adapt, backends, io_problems
 from .sources import SourceModel, from_module, load_source
 from .specs import Preprocess, random_feeds
@@ -91,21 +92,21 @@ class ParityCheck:
             return runners, bool(runners)
         return runners, False
 
-    def measure(self, art: Artifact, path: Path, runner: Backend) -> dict[str, Any]:
+    def measure(self, art: Artifact, path: Path, runner: Backend) -> Parity:
         """The artifact's parity on one backend; a failure to load or run it is a problem, not a crash."""
         try:
             inner = runner.open(path, precision=art.precision)
         except Exception as exc:  # noqa: BLE001 - a fresh artifact that does not load is the artifact's fault
-            return {"measured": True, "samples": 0, "problems": [f"does not load on {runner.name}: {first_line(exc)}"]}
+            return Parity(measured=True, problems=[f"does not load on {runner.name}: {first_line(exc)}"])
         try:
             problems = io_problems(inner, self.source.inputs, self.source.outputs, art.io)
             if problems:
-                return {"measured": True, "samples": 0, "problems": problems}
+                return Parity(measured=True, problems=problems)
             session = adapt(inner, self.source.inputs, self.source.outputs, art.io)
             outputs = [session.run(f) for f in self.feeds]
             return compare(self.reference, outputs, [s.name for s in self.source.outputs], self.task, self.num_classes)
         except Exception as exc:  # noqa: BLE001 - likewise for one that fails to run
-            return {"measured": True, "samples": 0, "problems": [f"fails on {runner.name}: {first_line(exc)}"]}
+            return Parity(measured=True, problems=[f"fails on {runner.name}: {first_line(exc)}"])
         finally:
             inner.close()
 
@@ -119,9 +120,9 @@ class ParityCheck:
             return []
         runner = runners[0]  # parity on the first backend that runs the format; every one is timed
         step(f"Checking {art.file} on {runner.name}")
-        art.parity = {**self.measure(art, path, runner), "data": self.data,
-                      "backend": f"{runner.name} (checks the file {art.format} builds from)" if proxy else runner.name}
-        return [] if proxy or art.parity.get("problems") else runners
+        art.parity = replace(self.measure(art, path, runner), data=self.data,
+                             backend=f"{runner.name} (checks the file {art.format} builds from)" if proxy else runner.name)
+        return [] if proxy or art.parity.problems else runners
 
 
 def time_interleaved(stage: Path, pairs: list[tuple[Artifact, Backend]], source: SourceModel,
@@ -295,7 +296,7 @@ def _judge(art: Artifact, tolerance: Tolerance) -> None:
     ok, why = tolerance.accepts(art.precision, art.parity)
     if art.precision == "fp32" and not ok:
         raise ConversionError(f"The {art.format} FP32 artifact does not match the source: {why} "
-                              f"(on {art.parity.get('samples', 0)} samples). Nothing was written.")
+                              f"(on {art.parity.samples} samples). Nothing was written.")
     if not ok:
         log.warning("%s: %s; Runtime(precision='auto') will not pick it.", art.id, why)
 

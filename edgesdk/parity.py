@@ -14,6 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from .records import DetectionMatch, OutputParity, Parity, not_measured
+
+__all__ = ["TASKS", "Tolerance", "compare", "is_class_scores", "match_detections", "not_measured"]
+
 #: Tasks the parity check knows; anything else is judged on every output's cosine.
 TASKS = ("classification", "detection", "other")
 DETECTION_IOU = 0.5
@@ -32,36 +36,31 @@ class Tolerance:
     min_detection_recall: float = 0.9
     min_detection_precision: float = 0.9
 
-    def accepts(self, precision: str, parity: dict[str, Any]) -> tuple[bool, str]:
+    def accepts(self, precision: str, parity: Parity) -> tuple[bool, str]:
         """(ok, reason) for an artifact's recorded parity. Parity that was never measured is not ok:
         an artifact nobody checked is never picked automatically."""
-        if not parity or parity.get("measured") is False:
-            return False, "parity not measured" + (f" ({parity['reason']})" if parity.get("reason") else "")
-        if parity.get("problems"):
-            return False, "; ".join(parity["problems"])
+        if not parity.measured:
+            return False, "parity not measured" + (f" ({parity.reason})" if parity.reason else "")
+        if parity.problems:
+            return False, "; ".join(parity.problems)
         if precision == "fp32":
             # Absolute for outputs within +-1 (scores, logits); relative to the output's magnitude beyond
             # (a detector's boxes are pixels, where float32 rounding alone is ~1e-5).
-            err = parity.get("max_abs", 0.0)
-            limit = self.fp32_max_abs * max(1.0, float(parity.get("reference_max_abs", 1.0)))
+            err = parity.max_abs or 0.0
+            limit = self.fp32_max_abs * max(1.0, float(parity.reference_max_abs or 1.0))
             return err <= limit, f"max abs error {err:.2e} (limit {limit:.1e})"
-        if "detection" in parity:
-            det = parity["detection"]
-            ok = det["recall"] >= self.min_detection_recall and det["precision"] >= self.min_detection_precision
-            return ok, (f"detections: recall {det['recall']:.1%}, precision {det['precision']:.1%} vs the source's "
+        if parity.detection is not None:
+            det = parity.detection
+            ok = det.recall >= self.min_detection_recall and det.precision >= self.min_detection_precision
+            return ok, (f"detections: recall {det.recall:.1%}, precision {det.precision:.1%} vs the source's "
                         f"(minimum {self.min_detection_recall:.0%} / {self.min_detection_precision:.0%})")
-        if "top1_agreement" in parity:
-            agree = parity["top1_agreement"]
+        if parity.top1_agreement is not None:
+            agree = parity.top1_agreement
             return agree >= self.min_top1_agreement, (
                 f"top-1 agreement {agree:.1%} (minimum {self.min_top1_agreement:.0%})")
-        per_output = [o["cosine"] for o in parity.get("outputs", [])] or [parity.get("cosine", 1.0)]
+        per_output = [o.cosine for o in parity.outputs] or [1.0 if parity.cosine is None else parity.cosine]
         cos = min(per_output)
         return cos >= self.min_cosine, f"lowest output cosine similarity {cos:.4f} (minimum {self.min_cosine})"
-
-
-def not_measured(reason: str) -> dict[str, Any]:
-    """The parity record of an artifact no installed backend could run."""
-    return {"measured": False, "reason": reason}
 
 
 def is_class_scores(output: np.ndarray) -> bool:
@@ -93,14 +92,14 @@ class _OutputStats:
         self.count += diff.size
         self.cosines.append(_cosine(r, c))
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "max_abs": self.max_abs, "mean_abs": self.abs_sum / max(self.count, 1),
-                "cosine": float(np.mean(self.cosines)) if self.cosines else 1.0, "reference_max_abs": self.ref_max}
+    def record(self) -> OutputParity:
+        return OutputParity(self.name, self.max_abs, self.abs_sum / max(self.count, 1),
+                            float(np.mean(self.cosines)) if self.cosines else 1.0, self.ref_max)
 
 
 def compare(reference: Sequence[Sequence[np.ndarray]], candidate: Sequence[Sequence[np.ndarray]],
             names: Sequence[str] | None = None, task: str | None = None,
-            num_classes: int | None = None) -> dict[str, Any]:
+            num_classes: int | None = None) -> Parity:
     """Compare per-sample output lists. Returns overall and per-output max/mean abs error and cosine,
     top-1 agreement and top-5 overlap over the first output when it holds class scores, detection
     recall/precision for task="detection", and `problems`: every count, shape or non-finite mismatch."""
@@ -131,30 +130,29 @@ def compare(reference: Sequence[Sequence[np.ndarray]], candidate: Sequence[Seque
     first_ref = [np.asarray(outs[0], np.float64) for outs in reference]
     first_cand = [np.asarray(outs[0], np.float64) for outs in candidate]
     if task == "detection" and first_ref[0].ndim == 3:
-        result["detection"] = match_detections(first_ref, first_cand, num_classes)
+        result.detection = match_detections(first_ref, first_cand, num_classes)
     elif task in (None, "classification") and is_class_scores(first_ref[0]):
-        result.update(_agreement(first_ref, first_cand))
+        result.top1_agreement, result.top5_overlap = _agreement(first_ref, first_cand)
     return result
 
 
-def _result(reference: Sequence[Any], stats: list[_OutputStats], problems: list[str]) -> dict[str, Any]:
-    per_output = [st.to_dict() for st in stats]
+def _result(reference: Sequence[Any], stats: list[_OutputStats], problems: list[str]) -> Parity:
+    per_output = [st.record() for st in stats]
     cosines = [c for st in stats for c in st.cosines]
-    result: dict[str, Any] = {
-        "measured": True,
-        "samples": len(reference),
-        "max_abs": max((o["max_abs"] for o in per_output), default=0.0),
-        "mean_abs": sum(st.abs_sum for st in stats) / max(sum(st.count for st in stats), 1),
-        "cosine": float(np.mean(cosines)) if cosines else 1.0,
-        "reference_max_abs": max((o["reference_max_abs"] for o in per_output), default=0.0),
-        "outputs": per_output,
-    }
-    if problems:
-        result["problems"] = problems
-    return result
+    return Parity(
+        measured=True,
+        samples=len(reference),
+        max_abs=max((o.max_abs for o in per_output), default=0.0),
+        mean_abs=sum(st.abs_sum for st in stats) / max(sum(st.count for st in stats), 1),
+        cosine=float(np.mean(cosines)) if cosines else 1.0,
+        reference_max_abs=max((o.reference_max_abs for o in per_output), default=0.0),
+        outputs=per_output,
+        problems=problems,
+    )
 
 
-def _agreement(reference: list[np.ndarray], candidate: list[np.ndarray]) -> dict[str, float]:
+def _agreement(reference: list[np.ndarray], candidate: list[np.ndarray]) -> tuple[float | None, float | None]:
+    """(top-1 agreement, mean top-5 overlap) over every sample's class scores; None when there are none."""
     top1, top5, scored = 0, 0.0, 0
     for r, c in zip(reference, candidate):
         for rr, cc in zip(r, c):
@@ -162,11 +160,11 @@ def _agreement(reference: list[np.ndarray], candidate: list[np.ndarray]) -> dict
             top1 += int(rr.argmax() == cc.argmax())
             k = min(5, rr.size)
             top5 += len(set(np.argsort(-rr)[:k]) & set(np.argsort(-cc)[:k])) / k
-    return {"top1_agreement": top1 / scored, "top5_overlap": top5 / scored} if scored else {}
+    return (top1 / scored, top5 / scored) if scored else (None, None)
 
 
 def match_detections(reference: list[np.ndarray], candidate: list[np.ndarray],
-                     num_classes: int | None = None) -> dict[str, Any]:
+                     num_classes: int | None = None) -> DetectionMatch:
     """Decode both sides' raw YOLO outputs (edgesdk.detect), then match each candidate detection to an
     unmatched source detection of the same class at IoU >= 0.5, best score first. Recall: the share of
     the source's detections found; precision: the share of the candidate's that match one."""
@@ -189,6 +187,6 @@ def match_detections(reference: list[np.ndarray], candidate: list[np.ndarray],
                 if overlaps[j] >= DETECTION_IOU:
                     free[j] = False
                     found += 1
-    return {"recall": found / ref_total if ref_total else float(cand_total == 0),
-            "precision": found / cand_total if cand_total else float(ref_total == 0),
-            "reference_detections": ref_total, "candidate_detections": cand_total, "iou": DETECTION_IOU}
+    return DetectionMatch(recall=found / ref_total if ref_total else float(cand_total == 0),
+                          precision=found / cand_total if cand_total else float(ref_total == 0),
+                          reference_detections=ref_total, candidate_detections=cand_total, iou=DETECTION_IOU)

@@ -139,5 +139,5 @@ def test_every_declared_precision_is_made_and_checked(converter, tmp_path, image
     made = {a.precision for a in bundle.artifacts if a.format == converter}
     assert made == set(conv.precisions)
     for art in bundle.artifacts:
-        assert art.parity.get("measured") is True and not art.parity.get("problems"), (art.id, art.parity)
-        assert art.parity["samples"] > 0
+        assert art.parity.measured is True and not art.parity.problems, (art.id, art.parity)
+        assert art.parity.samples > 0

@@ -15,7 +15,7 @@ from tests.models import TinyMLP, Unexportable, tiny_cnn, tiny_mlp
 
 def test_manifest_describes_every_artifact(tiny_bundle):
     m = json.loads((tiny_bundle / "edgesdk.json").read_text())
-    assert m["schema_version"] == 1
+    assert m["schema_version"] == 2
     assert m["inputs"] == [{"name": "input", "shape": [1, 3, 32, 32], "dtype": "float32", "layout": "NCHW"}]
     assert m["outputs"][0]["shape"] == [1, 10]
     assert m["preprocess"]["size"] == [32, 32] and m["labels"][3] == "class3"
@@ -85,8 +85,8 @@ def test_int8_of_a_cnn_needs_real_calibration(tmp_path, tiny_model):
 def test_linear_model_without_calibration_gets_dynamic_int8(tmp_path):
     bundle = edgesdk.convert(tiny_mlp(), torch.zeros(1, 64), precisions=["fp32", "int8"], out=tmp_path / "mlp")
     int8 = bundle.artifact("onnx-int8")
-    assert int8.quantization["method"] == "dynamic"
-    assert int8.parity["cosine"] > 0.99
+    assert int8.quantization.method == "dynamic"
+    assert int8.parity.cosine > 0.99
 
 
 def test_dynamic_batch(tmp_path, tiny_model):
@@ -105,7 +105,7 @@ def test_validation_set_is_used_for_parity(tmp_path, tiny_model, image_folder, t
     bundle = edgesdk.convert(tiny_model, torch.zeros(1, 3, 32, 32), precisions=["fp32"], out=tmp_path / "v",
                              validation=image_folder, preprocess=tiny_preprocess)
     parity = bundle.artifact("onnx-fp32").parity
-    assert parity["samples"] == 40 and parity["data"].startswith("validation")
+    assert parity.samples == 40 and parity.data.startswith("validation")
 
 
 # -- sources from files ----------------------------------------------------------------------------------
@@ -127,7 +127,7 @@ def test_torchscript_pt2_and_onnx_sources(tmp_path, tiny_model):
     with torch.no_grad():
         ref = tiny_model(torch.from_numpy(sample)).numpy()
     for b in (b1, b2, b3):
-        assert b.artifact("onnx-fp32").parity["max_abs"] <= 1e-4
+        assert b.artifact("onnx-fp32").parity.max_abs <= 1e-4
         np.testing.assert_allclose(edgesdk.Runtime(b.path).run(sample), ref, atol=1e-4)
 
 

@@ -145,13 +145,13 @@ def test_detector_parity_is_judged_on_detections(shapes):
     assert manifest.task == "detection"
     for art in manifest.artifacts:
         if art.precision == "fp32":
-            assert art.parity["max_abs"] <= 1e-4 * art.parity["reference_max_abs"]
+            assert art.parity.max_abs <= 1e-4 * art.parity.reference_max_abs
             continue
-        det = art.parity["detection"]
-        assert det["reference_detections"] > 20 and 0 <= det["recall"] <= 1 and 0 <= det["precision"] <= 1
+        det = art.parity.detection
+        assert det.reference_detections > 20 and 0 <= det.recall <= 1 and 0 <= det.precision <= 1
         ok, why = edgesdk.Tolerance().accepts(art.precision, art.parity)
         assert why.startswith("detections: recall"), why
-        assert ok == (det["recall"] >= 0.9 and det["precision"] >= 0.9)
+        assert ok == (det.recall >= 0.9 and det.precision >= 0.9)
 
 
 def test_detect_app_on_every_artifact(shapes, tmp_path, capsys):

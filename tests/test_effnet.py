@@ -43,7 +43,7 @@ def test_openvino_ir_matches_torch(effnet_bundle):
     ov8 = next(a for a in m["artifacts"] if a["id"] == "openvino-int8")
     assert ov32["parity"]["max_abs"] <= 1e-4  # runs with the f32 hint, not the CPU's default bf16
     assert ov8["parity"]["top1_agreement"] >= 0.94  # regression guard; the figure itself is in the note
-    assert ov8["quantization"]["overflow_fix"] in ("disable", "first_layer_only")
+    assert ov8["quantization"]["details"]["overflow_fix"] in ("disable", "first_layer_only")
 
 
 def test_auto_choice_respects_recorded_parity(effnet_bundle):
@@ -88,7 +88,7 @@ def test_tflite_fp32_and_int8(effnet_bundle, photos, tmp_path):
                            precisions=["int8"], calib=calib, validation=evaluation, out=tmp_path / "full",
                            options={"tflite_int8": "full"})
     art = full.artifact("tflite-int8")
-    assert art.quantization["io"] == "int8" and art.parity["top1_agreement"] >= 0.9
+    assert art.quantization.details["io"] == "int8" and art.parity.top1_agreement >= 0.9
     with edgesdk.Runtime(full.path, precision="int8") as rt:  # forced: auto keeps only artifacts within tolerance
         x = preprocess_image(evaluation / "57.jpg", rt.preprocess)  # NCHW float in, as for every artifact
         assert rt.labels[int(rt.run(x).argmax())] == "maze"

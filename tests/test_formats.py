@@ -62,4 +62,4 @@ def test_a_declared_option_reaches_its_converter(tmp_path, image_folder, tiny_pr
                              calib=image_folder, preprocess=tiny_preprocess, out=tmp_path / "b",
                              options={"int8_overflow_fix": "first_layer_only", "int8_fast_bias_correction": "full"})
     quant = bundle.artifact("openvino-int8").quantization
-    assert quant["overflow_fix"] == "first_layer_only" and quant["fast_bias_correction"] is False
+    assert quant.details["overflow_fix"] == "first_layer_only" and quant.details["fast_bias_correction"] is False

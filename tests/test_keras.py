@@ -68,7 +68,7 @@ def test_keras_file_and_saved_model_sources(tmp_path, keras_model):
     np.testing.assert_allclose(saved.run({saved.inputs[0].name: x})[0], keras_model(x, training=False).numpy(),
                                atol=1e-5)
     bundle = edgesdk.convert(saved, targets=["onnx", "tflite"], out=tmp_path / "from_saved")
-    assert all(a.parity["max_abs"] <= 1e-4 for a in bundle.artifacts)
+    assert all(a.parity.max_abs <= 1e-4 for a in bundle.artifacts)
 
 
 def test_lambda_layers_are_not_deserialized(tmp_path):

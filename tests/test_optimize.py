@@ -31,7 +31,7 @@ def test_fusion_folds_batchnorm_within_1e5_and_exports(tmp_path):
     assert report.batchnorms_before == 3 and report.batchnorms_after == 0 and report.max_abs_error <= 1e-5
     assert profile(fused, x[:1]).params < profile(model, x[:1]).params  # BN's parameters are gone
     bundle = edgesdk.convert(fused, torch.zeros(1, 3, 32, 32), out=tmp_path / "fused")
-    assert bundle.artifact("onnx-fp32").parity["max_abs"] <= 1e-4
+    assert bundle.artifact("onnx-fp32").parity.max_abs <= 1e-4
 
 
 def test_fusion_refuses_a_model_it_cannot_trace():
@@ -71,7 +71,7 @@ def test_structured_pruning_shrinks_a_residual_depthwise_model_and_it_exports(tm
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)  # the head keeps its 10 classes
     assert model.block[0].groups == model.block[0].in_channels == model.stem[0].out_channels  # depthwise kept consistent
     bundle = edgesdk.convert(model, x, out=tmp_path / "pruned")
-    assert bundle.artifact("onnx-fp32").parity["max_abs"] <= 1e-4
+    assert bundle.artifact("onnx-fp32").parity.max_abs <= 1e-4
 
 
 def test_unstructured_pruning_zeroes_weights_but_keeps_shapes():

@@ -50,8 +50,8 @@ def test_manifest_records_layout_and_route(tfl_bundle):
         assert "onnx2tf" in a["versions"]["route"] and a["versions"]["onnx2tf"]
     assert arts["tflite-fp32"]["parity"]["max_abs"] <= 1e-5
     q = arts["tflite-int8"]["quantization"]
-    assert q["mode"] == "selective" and q["io"] == "float32" and len(q["float_layers"]) == 3
-    assert q["calibration_samples"] == 40 and q["sensitivity"][0]["rmse_over_scale"] >= q["sensitivity"][-1]["rmse_over_scale"]
+    assert q["details"]["mode"] == "selective" and q["details"]["io"] == "float32" and len(q["float_nodes"]) == 3
+    assert q["calibration_samples"] == 40 and q["details"]["sensitivity"][0]["rmse_over_scale"] >= q["details"]["sensitivity"][-1]["rmse_over_scale"]
     assert arts["tflite-fp16"]["size_bytes"] < 0.7 * arts["tflite-fp32"]["size_bytes"]
     assert arts["onnx-fp32"]["io"] == {}  # nothing to adapt on the ONNX artifact
 
@@ -82,7 +82,7 @@ def test_wrong_layout_is_refused(tfl_bundle):
 
 def test_full_int8_has_int8_io_and_the_runtime_hides_it(full_int8_bundle, xs):
     art = json.loads((full_int8_bundle / "edgesdk.json").read_text())["artifacts"][0]
-    assert art["quantization"]["mode"] == "full" and art["quantization"]["io"] == "int8"
+    assert art["quantization"]["details"]["mode"] == "full" and art["quantization"]["details"]["io"] == "int8"
     raw = get_backend("tflite").open(full_int8_bundle / "model.int8.tflite", raw=True)
     assert raw.inputs[0].dtype == "int8" and raw.outputs[0].dtype == "int8"
     scale, zero = raw.quantized_io[raw.inputs[0].name]

@@ -18,6 +18,7 @@ from edgesdk.bundle import clean_stale_stages, load_bundle, staged_dir
 from edgesdk.convert import ParityCheck
 from edgesdk.errors import ConversionError, InputError, ModelLoadError, UsageError
 from edgesdk.parity import Tolerance, compare
+from edgesdk.records import ArtifactIO
 from edgesdk.runtimes import get_backend, io_problems
 from tests.conftest import smooth_batch
 from tests.models import tiny_cnn
@@ -67,12 +68,12 @@ def test_nan_alone_is_refused_although_max_drops_nan(tmp_path):
 
 def test_compare_flags_count_shape_and_nonfinite():
     ref = [[np.ones((1, 4), np.float32), np.ones((1, 2), np.float32)]]
-    assert compare(ref, [[np.ones((1, 4))]])["problems"] == ["1 output(s) where the source has 2"]
+    assert compare(ref, [[np.ones((1, 4))]]).problems == ["1 output(s) where the source has 2"]
     bad = compare(ref, [[np.full((1, 4), np.nan), np.ones((1, 2))]], names=["a", "b"])
-    assert bad["problems"] == ["output 'a' has 4 NaN or infinite values"]
+    assert bad.problems == ["output 'a' has 4 NaN or infinite values"]
     assert not Tolerance().accepts("fp32", bad)[0] and not Tolerance().accepts("int8", bad)[0]
     reshaped = compare(ref, [[np.ones((4, 1)), np.ones((1, 2))]], names=["a", "b"])
-    assert reshaped["problems"] == ["output 'a' has shape [4, 1]; the source's is [1, 4]"]
+    assert reshaped.problems == ["output 'a' has shape [4, 1]; the source's is [1, 4]"]
 
 
 def test_output_names_are_checked(tmp_path, tiny_bundle):
@@ -86,9 +87,9 @@ def test_output_names_are_checked(tmp_path, tiny_bundle):
     onnx.save(model, str(tmp_path / "renamed.onnx"))
     session = get_backend("onnxruntime").open(tmp_path / "renamed.onnx")
     bundle = load_bundle(tiny_bundle)
-    problems = io_problems(session, bundle.inputs, bundle.outputs, {})
+    problems = io_problems(session, bundle.inputs, bundle.outputs, ArtifactIO())
     assert problems and "output names ['logits']" in problems[0]
-    assert io_problems(session, bundle.inputs, bundle.outputs, {"output_names": ["logits"]}) == []
+    assert io_problems(session, bundle.inputs, bundle.outputs, ArtifactIO(output_names=["logits"])) == []
 
 
 def test_unmeasured_parity_is_marked_and_never_auto_picked(tmp_path, tiny_bundle):
@@ -96,8 +97,8 @@ def test_unmeasured_parity_is_marked_and_never_auto_picked(tmp_path, tiny_bundle
     art = edgesdk.bundle.Artifact(file="model.ncnn.param", format="ncnn", precision="int8")
     check = ParityCheck(bundle_source(bundle), [], [], "none", None, None)
     assert check.check(art, tmp_path / "model.ncnn.param", lambda m: None) == []
-    assert art.parity["measured"] is False and "no backend" in art.parity["reason"]
-    assert Tolerance().accepts("int8", art.parity) == (False, f"parity not measured ({art.parity['reason']})")
+    assert art.parity.measured is False and "no backend" in art.parity.reason
+    assert Tolerance().accepts("int8", art.parity) == (False, f"parity not measured ({art.parity.reason})")
     # A bundle whose INT8 artifact was never checked: auto passes it over, naming it explicitly runs it.
     b = tmp_path / "b"
     shutil.copytree(tiny_bundle, b)
@@ -140,16 +141,16 @@ def test_detector_tolerance_is_judged_on_detections_not_cosine():
     for z in zeroed:
         z[0][0, 4:] = 0.0  # every class score gone: no detections at all
     blind = compare(reference, zeroed)  # no task: the old cosine judgement
-    assert blind["cosine"] > 0.999 and Tolerance().accepts("int8", blind)[0]
+    assert blind.cosine > 0.999 and Tolerance().accepts("int8", blind)[0]
     judged = compare(reference, zeroed, task="detection", num_classes=3)
-    assert judged["detection"]["recall"] == 0.0 and judged["detection"]["reference_detections"] == 12
+    assert judged.detection.recall == 0.0 and judged.detection.reference_detections == 12
     ok, why = Tolerance().accepts("int8", judged)
     assert not ok and "recall 0.0%" in why
     shifted = [[r[0].copy()] for r in reference]
     for c in shifted:
         c[0][0, :4] += 0.5  # half a pixel off everywhere: the same detections
     same = compare(reference, shifted, task="detection", num_classes=3)
-    assert same["detection"] == {**same["detection"], "recall": 1.0, "precision": 1.0}
+    assert (same.detection.recall, same.detection.precision) == (1.0, 1.0)
     assert Tolerance().accepts("int8", same)[0]
 
 
@@ -157,7 +158,7 @@ def test_other_outputs_are_judged_per_output():
     ref = [[np.ones((1, 100), np.float32) * np.arange(100), np.ones((1, 3), np.float32)]]
     cand = [[ref[0][0].copy(), -ref[0][1]]]  # the big output is perfect, the small one is reversed
     parity = compare(ref, cand, task="other")
-    assert [o["cosine"] for o in parity["outputs"]] == pytest.approx([1.0, -1.0])
+    assert [o.cosine for o in parity.outputs] == pytest.approx([1.0, -1.0])
     assert not Tolerance().accepts("int8", parity)[0]
 
 

@@ -16,6 +16,7 @@ from ..bundle import Artifact
 from ..errors import CalibrationError, ConversionError
 from ..onnx_tools import DEFAULT_OPSET, describe_error, output_tail, save_slim  # noqa: F401 - DEFAULT_OPSET re-exported
 from ..options import Option
+from ..records import Quantization
 from . import ConversionJob, Converter
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ def _stem_convs(model: Any) -> list[str]:
     return [n.name for n in model.graph.node if n.op_type == "Conv" and n.input[0] in inputs][:1]
 
 
-def quantize_int8(fp32: Path, out: Path, job: ConversionJob, symmetric: bool = False) -> dict[str, Any]:
+def quantize_int8(fp32: Path, out: Path, job: ConversionJob, symmetric: bool = False) -> Quantization:
     """Write the INT8 model; return the quantization record for the manifest.
 
     symmetric=False: uint8 activations, the fast pair on x86 ONNX Runtime. symmetric=True: int8
@@ -54,16 +55,16 @@ def quantize_int8(fp32: Path, out: Path, job: ConversionJob, symmetric: bool = F
     extra = _static_settings(method, job, symmetric)
     with tempfile.TemporaryDirectory() as tmp:
         _quantize_static(_pre_processed(fp32, Path(tmp) / "pre.onnx"), out, calib, method, exclude, extra, symmetric)
-    return {
-        "method": "static QDQ",
-        "activations": "int8 per-tensor symmetric" if symmetric else "uint8 per-tensor",
-        "weights": "int8 per-channel symmetric",
-        "calibration": f"{method}" + (f" {extra['CalibPercentile']}" if "CalibPercentile" in extra else ""),
-        "calibration_samples": len(calib), "calibration_source": calib.source, "float_nodes": exclude,
-    }
+    return Quantization(
+        method="static QDQ",
+        activations="int8 per-tensor symmetric" if symmetric else "uint8 per-tensor",
+        weights="int8 per-channel symmetric",
+        calibration=f"{method}" + (f" {extra['CalibPercentile']}" if "CalibPercentile" in extra else ""),
+        calibration_samples=len(calib), calibration_source=calib.source, float_nodes=list(exclude),
+    )
 
 
-def _quantize_dynamic(fp32: Path, out: Path, ops: set[str]) -> dict[str, Any]:
+def _quantize_dynamic(fp32: Path, out: Path, ops: set[str]) -> Quantization:
     """Without calibration data: dynamic INT8, which suits Linear/LSTM models and is wrong for CNNs."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -74,7 +75,7 @@ def _quantize_dynamic(fp32: Path, out: Path, ops: set[str]) -> dict[str, Any]:
     log.info("No calibration data: using dynamic INT8 quantization, which fits this "
              "Linear/LSTM model (weights int8, activations quantized at run time).")
     quantize_dynamic(str(fp32), str(out), weight_type=QuantType.QInt8)
-    return {"method": "dynamic", "weights": "int8 per-tensor"}
+    return Quantization(method="dynamic", weights="int8 per-tensor", activations="quantized at run time")
 
 
 def _static_settings(method: str, job: ConversionJob, symmetric: bool) -> dict[str, Any]:
@@ -169,7 +170,7 @@ class OnnxConverter(Converter):
             pass
         made: list[Artifact] = []
         for precision in job.precisions:
-            quant: dict[str, Any] = {}
+            quant = Quantization()
             if precision == "fp32":
                 path = fp32
             elif precision == "fp16":

@@ -20,6 +20,7 @@ from ..errors import CalibrationError, ConversionError
 from ..hardware import detect
 from ..onnx_tools import onnx_for
 from ..options import Option
+from ..records import Quantization
 from . import ConversionJob, Converter
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 VNNI_FLAGS = {"avx512_vnni", "avx_vnni", "amx_int8"}
 
 
-def _quantize(model: Any, job: ConversionJob, tail: list[str]) -> tuple[Any, dict[str, Any]]:
+def _quantize(model: Any, job: ConversionJob, tail: list[str]) -> tuple[Any, Quantization]:
     import nncf
 
     calib = job.calibration
@@ -57,9 +58,9 @@ def _quantize(model: Any, job: ConversionJob, tail: list[str]) -> tuple[Any, dic
             ignored_scope=nncf.IgnoredScope(names=ignored, validate=False) if ignored else None,
             advanced_parameters=params,
         )
-    record = {"method": "nncf.quantize", "preset": "performance", "overflow_fix": overflow,
-              "fast_bias_correction": bool(fast),
-              "float_nodes": ignored, "calibration_samples": len(calib), "calibration_source": calib.source}
+    record = Quantization(method="nncf.quantize", weights="int8 per-channel", activations="int8",
+                          float_nodes=list(ignored or []), calibration_samples=len(calib), calibration_source=calib.source,
+                          details={"preset": "performance", "overflow_fix": overflow, "fast_bias_correction": bool(fast)})
     return quantized, record
 
 
@@ -109,12 +110,12 @@ class OpenVINOConverter(Converter):
 
         fp32_file: str | None = None
         for precision in job.precisions:
-            quant: dict[str, Any] = {}
+            quant = Quantization()
             if precision in ("fp32", "bf16"):
                 fp32_file = fp32_file or save(model, "model", compress=False)
                 file = fp32_file
                 if precision == "bf16":
-                    quant = {"execution": "bf16 (INFERENCE_PRECISION_HINT) on the FP32 IR"}
+                    quant = Quantization(method="bf16 execution (INFERENCE_PRECISION_HINT) on the FP32 IR")
             elif precision == "fp16":
                 file = save(model, "model.fp16", compress=True)
             elif precision == "int8":

@@ -17,10 +17,10 @@ import logging
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
 
 from ..bundle import Artifact
 from ..options import Option
+from ..records import Quantization
 from . import ConversionJob, Converter
 
 log = logging.getLogger(__name__)
@@ -61,11 +61,11 @@ class TensorRTConverter(Converter):
                          "builder_precision": precision}
                 if precision in ("fp32", "fp16"):
                     file = fp32_file
-                    quant: dict[str, Any] = build
+                    quant = Quantization(details=build)
                 else:
                     out = folder / "model.int8.qdq.onnx"
-                    quant = {**quantize_int8(fp32, out, job, symmetric=True), **build,
-                             "for": "TensorRT explicit quantization (symmetric int8 Q/DQ)"}
+                    quant = quantize_int8(fp32, out, job, symmetric=True)
+                    quant.details.update(build, purpose="TensorRT explicit quantization (symmetric int8 Q/DQ)")
                     file = "tensorrt/model.int8.qdq.onnx"
                 made.append(Artifact(file=file, format="tensorrt", precision=precision, layout=layout,
                                      versions=dict(versions), quantization=quant))

@@ -40,6 +40,7 @@ from ..cache import cache_dir
 from ..errors import BackendUnavailable, CalibrationError, ConversionError
 from ..onnx_tools import tail_nodes
 from ..options import Option
+from ..records import ArtifactIO, Quantization
 from . import ConversionJob, Converter
 
 log = logging.getLogger(__name__)
@@ -129,7 +130,7 @@ def _sample_nhwc(job: ConversionJob) -> np.ndarray:
     return np.ascontiguousarray(batch.transpose(perm)) if perm else batch
 
 
-def layout_permutations(session: Any, job: ConversionJob, channels_last: bool) -> dict[str, list[Any]]:
+def layout_permutations(session: Any, job: ConversionJob, channels_last: bool) -> ArtifactIO:
     """How each TFLite tensor's shape relates to the source's: None (same) or the permutation applied."""
     def perm_for(mine: tuple[int, ...], source: tuple[int, ...], what: str) -> list[int] | None:
         candidates = ([_CHANNELS_LAST[len(source)]] if channels_last and len(source) in _CHANNELS_LAST else []) + [None]
@@ -139,18 +140,18 @@ def layout_permutations(session: Any, job: ConversionJob, channels_last: bool) -
         raise ConversionError(f"The TFLite {what} has shape {list(mine)}, which does not match the source's "
                               f"{list(source)} in either layout.")
 
-    io: dict[str, list[Any]] = {
-        "inputs": [perm_for(t.shape, s.concrete_shape(), f"input '{t.name}'")
-                   for t, s in zip(session.inputs, job.source.inputs)],
-        "outputs": [perm_for(t.shape, s.concrete_shape(), f"output '{t.name}'")
-                    for t, s in zip(session.outputs, job.source.outputs)],
-    }
+    io = ArtifactIO(
+        inputs=[perm_for(t.shape, s.concrete_shape(), f"input '{t.name}'")
+                for t, s in zip(session.inputs, job.source.inputs)],
+        outputs=[perm_for(t.shape, s.concrete_shape(), f"output '{t.name}'")
+                 for t, s in zip(session.outputs, job.source.outputs)],
+    )
     # onnx2tf renames tensors ('output' -> 'output_0'): declare the TFLite names, in the source's order,
     # so the Runtime maps them by name and parity can tell a renamed tensor from a wrong one.
     for what, mine, source in (("input", session.inputs, job.source.inputs),
                                ("output", session.outputs, job.source.outputs)):
         if sorted(t.name for t in mine) != sorted(s.name for s in source):
-            io[f"{what}_names"] = [t.name for t in mine]
+            setattr(io, f"{what}_names", [t.name for t in mine])
     return io
 
 
@@ -205,57 +206,64 @@ def _quiet_convert(converter: Any) -> bytes:
 
 
 def quantize_int8(saved_model: Path, job: ConversionJob, perms: list[Any], fp32_model: bytes = b""
-                  ) -> tuple[bytes, dict[str, Any]]:
+                  ) -> tuple[bytes, Quantization]:
+    """Full-integer post-training quantization by tf.lite from the CalibrationSet. mode "selective" (the
+    default) keeps the most error-prone layers and the output tail in float; "full" makes even the I/O int8."""
     import tensorflow as tf
-
-    tail = output_tail(fp32_model) if fp32_model else []
 
     dataset = _representative(job, perms)
     mode = job.options.get("tflite_int8", "selective")
+    if mode not in ("selective", "full"):
+        raise ConversionError(f"tflite_int8 must be 'selective' or 'full', not {mode!r}.")
     conv = _converter(saved_model)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     conv.representative_dataset = dataset
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    record: dict[str, Any] = {"method": "tf.lite full-integer post-training quantization", "mode": mode,
-                              "weights": "int8 per-channel", "activations": "int8",
-                              "calibration_samples": len(job.calibration), "calibration_source": job.calibration.source}
+    record = Quantization(method="tf.lite full-integer post-training quantization", weights="int8 per-channel",
+                          activations="int8", calibration_samples=len(job.calibration),
+                          calibration_source=job.calibration.source, details={"mode": mode, "io": "float32"})
     if mode == "full":
         conv.inference_input_type = tf.int8
         conv.inference_output_type = tf.int8
-        record.update(io="int8", float_layers=[])
+        record.details["io"] = "int8"
         try:
             return _quiet_convert(conv), record
         except Exception as exc:
             raise ConversionError(f"TFLite full-integer quantization failed: {_last_lines(str(exc), 1)}") from None
-    if mode != "selective":
-        raise ConversionError(f"tflite_int8 must be 'selective' or 'full', not {mode!r}.")
     wanted = job.options.get("tflite_float_layers", DEFAULT_FLOAT_LAYERS)
+    # The element-wise tail after the last weighted layer (a detector's box decoding and the concat of
+    # pixel boxes with scores) stays in float: one int8 scale cannot hold both.
+    tail = output_tail(fp32_model) if fp32_model else []
     try:
         with quiet_stdout(), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")  # the debugger's own use
-            debugger = tf.lite.experimental.QuantizationDebugger(converter=conv, debug_dataset=dataset)
-            if isinstance(wanted, int):
-                debugger.run()
-                buf = io.StringIO()
-                debugger.layer_statistics_dump(buf)
-                rows = _layer_rows(buf.getvalue())
-                ranked = sorted(rows, key=lambda r: r["score"], reverse=True)
-                deny = [r["tensor_name"] for r in ranked[:wanted]]
-                # The element-wise tail after the last weighted layer (a detector's box decoding and the
-                # concat of pixel boxes with scores) stays in float: one int8 scale cannot hold both.
-                deny += [t for t in tail if t not in deny]
-                record["sensitivity"] = [{"op": r["op_name"], "tensor": r["tensor_name"],
-                                          "rmse_over_scale": round(r["score"], 4)} for r in ranked[:8]]
-            else:
-                deny = list(wanted)
-            options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=deny or None)
-            selective = tf.lite.experimental.QuantizationDebugger(converter=conv, debug_dataset=dataset,
-                                                                  debug_options=options)
-            data = selective.get_nondebug_quantized_model()
+            return _selective(conv, dataset, wanted, tail, record), record
     except Exception as exc:
         raise ConversionError(f"TFLite INT8 quantization failed: {_last_lines(str(exc), 1)}") from None
-    record.update(io="float32", float_layers=deny)
-    return data, record
+
+
+def _selective(conv: Any, dataset: Any, wanted: int | list[str], tail: list[str], record: Quantization) -> bytes:
+    """INT8 with some layers in float: the `wanted` most error-prone ones by the QuantizationDebugger's
+    RMSE/scale (when wanted is a count) or the named ones, plus the output tail. Fills in the record."""
+    import tensorflow as tf
+
+    if isinstance(wanted, int):
+        debugger = tf.lite.experimental.QuantizationDebugger(converter=conv, debug_dataset=dataset)
+        debugger.run()
+        buf = io.StringIO()
+        debugger.layer_statistics_dump(buf)
+        ranked = sorted(_layer_rows(buf.getvalue()), key=lambda r: r["score"], reverse=True)
+        deny = [r["tensor_name"] for r in ranked[:wanted]]
+        deny += [t for t in tail if t not in deny]
+        record.details["sensitivity"] = [{"op": r["op_name"], "tensor": r["tensor_name"],
+                                          "rmse_over_scale": round(r["score"], 4)} for r in ranked[:8]]
+    else:
+        deny = list(wanted)
+    record.float_nodes = deny
+    options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=deny or None)
+    selective = tf.lite.experimental.QuantizationDebugger(converter=conv, debug_dataset=dataset,
+                                                          debug_options=options)
+    return selective.get_nondebug_quantized_model()
 
 
 WEIGHTED_TFLITE_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "BATCH_MATMUL"}
@@ -340,9 +348,9 @@ class TFLiteConverter(Converter):
             probe = TFLITE.open(Path(f.name))
             io_perms = layout_permutations(probe, job, channels_last)
             probe.close()
-            layout = "NHWC" if any(io_perms["inputs"]) else (job.source.inputs[0].layout if job.source.inputs else None)
+            layout = "NHWC" if any(io_perms.inputs) else (job.source.inputs[0].layout if job.source.inputs else None)
             for precision in job.precisions:
-                quant: dict[str, Any] = {}
+                quant = Quantization()
                 if precision == "fp32":
                     name, data = "model.tflite", fp32_bytes
                 elif precision == "fp16":
@@ -350,9 +358,9 @@ class TFLiteConverter(Converter):
                     conv.optimizations = [tf.lite.Optimize.DEFAULT]
                     conv.target_spec.supported_types = [tf.float16]
                     name, data = "model.fp16.tflite", _quiet_convert(conv)
-                    quant = {"method": "float16 weights (dequantized at load by XNNPACK)"}
+                    quant = Quantization(method="float16 weights (dequantized at load by XNNPACK)", weights="float16")
                 elif precision == "int8":
-                    data, quant = quantize_int8(saved_model, job, io_perms["inputs"], fp32_bytes)
+                    data, quant = quantize_int8(saved_model, job, io_perms.inputs, fp32_bytes)
                     name = "model.int8.tflite"
                 else:
                     raise ConversionError(f"TFLite has no precision '{precision}'; choose from {self.precisions}.")

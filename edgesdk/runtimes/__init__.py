@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from ..errors import BackendUnavailable, ModelLoadError, UsageError
+from ..records import ArtifactIO
 from ..specs import TensorSpec
 
 if TYPE_CHECKING:
@@ -133,14 +134,14 @@ class AdaptedSession:
     """A backend session seen in the source model's terms: the source's input and output names, order
     and layout. A TFLite artifact made from a torch model is NHWC inside; its users still feed NCHW."""
 
-    def __init__(self, session: Session, inputs: list[TensorSpec], outputs: list[TensorSpec], io: dict[str, Any]):
+    def __init__(self, session: Session, inputs: list[TensorSpec], outputs: list[TensorSpec], io: ArtifactIO):
         self._session = session
         self.inputs, self.outputs = inputs, outputs
-        self._in_perm = list(io.get("inputs") or [None] * len(inputs))
-        self._out_inverse = [None if p is None else list(np.argsort(p)) for p in io.get("outputs") or [None] * len(outputs)]
-        self._in_names = inner_names(session.inputs, inputs, io.get("input_names"), aliases(session, "input"))
+        self._in_perm = list(io.inputs or [None] * len(inputs))
+        self._out_inverse = [None if p is None else list(np.argsort(p)) for p in io.outputs or [None] * len(outputs)]
+        self._in_names = inner_names(session.inputs, inputs, io.input_names, aliases(session, "input"))
         inner_out = [s.name for s in session.outputs]
-        self._out_order = [inner_out.index(n) for n in inner_names(session.outputs, outputs, io.get("output_names"),
+        self._out_order = [inner_out.index(n) for n in inner_names(session.outputs, outputs, io.output_names,
                                                                     aliases(session, "output"))]
 
     def _inner_feeds(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -203,12 +204,12 @@ def inner_names(inner: list[TensorSpec], source: list[TensorSpec], declared: lis
 
 
 def io_problems(session: Session, inputs: list[TensorSpec], outputs: list[TensorSpec],
-                io: dict[str, Any]) -> list[str]:
+                io: ArtifactIO) -> list[str]:
     """What breaks the I/O contract between an artifact's session and its source: a different count
     of inputs or outputs, or names that are neither the source's nor the ones its converter declared."""
     problems = []
-    for what, inner, source, declared in (("input", session.inputs, inputs, io.get("input_names")),
-                                          ("output", session.outputs, outputs, io.get("output_names"))):
+    for what, inner, source, declared in (("input", session.inputs, inputs, io.input_names),
+                                          ("output", session.outputs, outputs, io.output_names)):
         names = sorted(s.name for s in inner)
         if len(inner) != len(source):
             problems.append(f"{len(inner)} {what}(s) {names} where the source has {len(source)} "
@@ -219,7 +220,7 @@ def io_problems(session: Session, inputs: list[TensorSpec], outputs: list[Tensor
     return problems
 
 
-def adapt(session: Session, inputs: list[TensorSpec], outputs: list[TensorSpec], io: dict[str, Any]) -> Session:
+def adapt(session: Session, inputs: list[TensorSpec], outputs: list[TensorSpec], io: ArtifactIO) -> Session:
     """The session as the source model's specs describe it; the session itself when nothing differs."""
     if not inputs or not outputs:  # a bare model file: its own specs are the contract
         return session
@@ -228,7 +229,7 @@ def adapt(session: Session, inputs: list[TensorSpec], outputs: list[TensorSpec],
                              f"{'; '.join(io_problems(session, inputs, outputs, io))}. Re-convert the model.")
     same_names = ([s.name for s in session.inputs] == [s.name for s in inputs] and
                   [s.name for s in session.outputs] == [s.name for s in outputs])
-    if same_names and not any(io.get("inputs") or []) and not any(io.get("outputs") or []):
+    if same_names and not io.permutes:
         return session
     return AdaptedSession(session, inputs, outputs, io)
 

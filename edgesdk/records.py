@@ -1,0 +1,164 @@
+"""The typed records a manifest keeps per artifact: its parity with the source, how it was quantized,
+and how its tensors differ from the source's. Each serializes to the JSON the manifest schema
+(manifest.schema.json) describes, leaving out what is unknown, and reads back from it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+
+def _plain(record: Any) -> dict[str, Any]:
+    """A record's fields as JSON values, without the unset ones (None, empty lists and dicts)."""
+    out: dict[str, Any] = {}
+    for f in fields(record):
+        value = getattr(record, f.name)
+        if hasattr(value, "to_dict"):
+            value = value.to_dict()
+        elif isinstance(value, list):
+            value = [v.to_dict() if hasattr(v, "to_dict") else v for v in value]
+        if value is not None and value != [] and value != {}:
+            out[f.name] = value
+    return out
+
+
+def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in data.items() if k in names}
+
+
+@dataclass
+class OutputParity:
+    """Error figures of one output over the parity samples."""
+
+    name: str
+    max_abs: float = 0.0
+    mean_abs: float = 0.0
+    cosine: float = 1.0
+    reference_max_abs: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> OutputParity:
+        return cls(**_known(cls, data))
+
+
+@dataclass
+class DetectionMatch:
+    """A detector's decoded detections matched to the source's (same class, IoU >= iou)."""
+
+    recall: float
+    precision: float
+    reference_detections: int = 0
+    candidate_detections: int = 0
+    iou: float = 0.5
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DetectionMatch:
+        return cls(**_known(cls, data))
+
+
+@dataclass
+class Parity:
+    """How close an artifact's outputs came to the source's, or why that was never measured.
+
+    `measured` False means nobody checked the artifact (no backend for it was installed): it is never
+    picked automatically. `problems` lists what broke the contract (missing outputs, wrong shapes,
+    NaN); an artifact with problems is never picked either."""
+
+    measured: bool = False
+    reason: str | None = None
+    samples: int = 0
+    max_abs: float | None = None
+    mean_abs: float | None = None
+    cosine: float | None = None
+    reference_max_abs: float | None = None
+    outputs: list[OutputParity] = field(default_factory=list)
+    top1_agreement: float | None = None
+    top5_overlap: float | None = None
+    detection: DetectionMatch | None = None
+    problems: list[str] = field(default_factory=list)
+    data: str | None = None  # where the feeds came from
+    backend: str | None = None  # which backend ran the artifact for the check
+
+    def to_dict(self) -> dict[str, Any]:
+        out = _plain(self)
+        out["measured"] = self.measured
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> Parity:
+        if not data:
+            return cls(reason="no parity recorded")
+        kw = _known(cls, data)
+        kw["outputs"] = [OutputParity.from_dict(o) for o in data.get("outputs") or []]
+        kw["detection"] = DetectionMatch.from_dict(data["detection"]) if data.get("detection") else None
+        kw["problems"] = list(data.get("problems") or [])
+        return cls(**kw)
+
+
+def not_measured(reason: str) -> Parity:
+    """The parity record of an artifact no installed backend could run."""
+    return Parity(measured=False, reason=reason)
+
+
+@dataclass
+class Quantization:
+    """How a reduced-precision artifact was made. The common facts are typed; what only one converter
+    knows (TFLite's layer sensitivity, NNCF's overflow fix, TensorRT's build) lives in `details`."""
+
+    method: str | None = None
+    weights: str | None = None
+    activations: str | None = None
+    calibration: str | None = None
+    calibration_samples: int | None = None
+    calibration_source: str | None = None
+    float_nodes: list[str] = field(default_factory=list)  # nodes or layers kept in float
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> Quantization:
+        data = dict(data or {})
+        kw = _known(cls, data)
+        kw["details"] = {**data.get("details", {}), **{k: v for k, v in data.items() if k not in kw and k != "details"}}
+        kw["float_nodes"] = list(kw.get("float_nodes") or [])
+        return cls(**kw)
+
+    def __bool__(self) -> bool:
+        return bool(self.to_dict())
+
+
+@dataclass
+class ArtifactIO:
+    """How an artifact's tensors differ from the source's. `inputs`/`outputs`: per tensor, None (same
+    layout) or the permutation taking a source-layout array to the artifact's (NCHW -> NHWC is
+    [0, 2, 3, 1]). `input_names`/`output_names`: the artifact's own names in the source's order, where
+    its converter renamed them (onnx2tf's 'output' -> 'output_0')."""
+
+    inputs: list[list[int] | None] = field(default_factory=list)
+    outputs: list[list[int] | None] = field(default_factory=list)
+    input_names: list[str] | None = None
+    output_names: list[str] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> ArtifactIO:
+        kw = _known(cls, data or {})
+        for key in ("inputs", "outputs"):
+            kw[key] = list(kw.get(key) or [])
+        return cls(**kw)
+
+    @property
+    def permutes(self) -> bool:
+        """Whether any tensor changes layout between the source and the artifact."""
+        return any(p is not None for p in [*self.inputs, *self.outputs])

@@ -1,0 +1,82 @@
+"""The manifest as a versioned contract: typed records round-trip, older schema versions load through
+their migration, newer or unknown ones are refused naming both versions."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+import edgesdk
+from edgesdk.bundle import load_bundle
+from edgesdk.errors import ModelLoadError
+from edgesdk.migrations import SCHEMA_VERSION
+from edgesdk.records import ArtifactIO, Parity, Quantization
+
+
+def _copy(tmp_path, tiny_bundle):
+    b = tmp_path / "b"
+    shutil.copytree(tiny_bundle, b)
+    return b, json.loads((b / "edgesdk.json").read_text())
+
+
+def _as_version_1(m):
+    """What edgesdk wrote before the records were typed: quantization flat, parity without `measured`
+    on early bundles, one latency number."""
+    m["schema_version"] = 1
+    for a in m["artifacts"]:
+        q = a.get("quantization") or {}
+        a["quantization"] = {**{k: v for k, v in q.items() if k != "details"}, **q.get("details", {}),
+                             **({"mode": "legacy key"} if q else {})}
+        a["parity"].pop("measured", None)
+    m["artifacts"][0]["latency_ms"] = 1.5
+    return m
+
+
+def test_records_round_trip_through_the_manifest(tiny_bundle):
+    for art in load_bundle(tiny_bundle).artifacts:
+        assert isinstance(art.parity, Parity) and isinstance(art.quantization, Quantization)
+        assert isinstance(art.io, ArtifactIO)
+        assert Parity.from_dict(art.parity.to_dict()) == art.parity
+        assert Quantization.from_dict(art.quantization.to_dict()) == art.quantization
+        assert art.parity.measured and art.parity.samples > 0 and art.parity.outputs[0].name == "output"
+    int8 = load_bundle(tiny_bundle).artifact("onnx-int8")
+    assert int8.quantization.method == "static QDQ" and int8.quantization.calibration_samples == 40
+
+
+def test_a_version_1_manifest_loads_through_its_migration(tmp_path, tiny_bundle):
+    b, m = _copy(tmp_path, tiny_bundle)
+    (b / "edgesdk.json").write_text(json.dumps(_as_version_1(m)))
+    bundle = load_bundle(b)
+    first, int8 = bundle.artifacts[0], bundle.artifact("onnx-int8")
+    assert first.latency_ms == {} and first.measured_on is None  # one number, backend unknown: dropped
+    assert int8.quantization.method == "static QDQ" and int8.quantization.details["mode"] == "legacy key"
+    assert all(a.parity.measured for a in bundle.artifacts)
+    assert json.loads((b / "edgesdk.json").read_text())["schema_version"] == 1  # read, not rewritten
+    with edgesdk.Runtime(b) as rt:
+        assert rt.run(np.zeros((1, 3, 32, 32), np.float32)).shape == (1, 10)
+
+
+@pytest.mark.parametrize("version, says", [
+    (SCHEMA_VERSION + 1, "Upgrade edgesdk"),
+    (0, "Re-convert the model"),
+    ("2", "Re-convert the model"),
+    (None, "Re-convert the model"),
+])
+def test_an_unreadable_schema_version_is_refused_naming_both(tmp_path, tiny_bundle, version, says):
+    b, m = _copy(tmp_path, tiny_bundle)
+    m["schema_version"] = version
+    (b / "edgesdk.json").write_text(json.dumps(m))
+    with pytest.raises(ModelLoadError) as err:
+        load_bundle(b)
+    assert f"schema version {version!r}" in str(err.value) and f"reads version {SCHEMA_VERSION}" in str(err.value)
+    assert says in str(err.value)
+
+
+@pytest.mark.parametrize("record, key", [("parity", "max_abss"), ("quantization", "calibraton"), ("io", "input")])
+def test_a_misspelled_record_key_is_refused(tmp_path, tiny_bundle, record, key):
+    b, m = _copy(tmp_path, tiny_bundle)
+    m["artifacts"][0][record] = {**m["artifacts"][0][record], key: 1}
+    (b / "edgesdk.json").write_text(json.dumps(m))
+    with pytest.raises(ModelLoadError, match=f"artifacts/0/{record}.*{key}"):
+        load_bundle(b)
