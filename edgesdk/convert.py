@@ -16,7 +16,7 @@ from .bundle import Artifact, Bundle, check_output_dir, load_bundle, sha256_of, 
 from .calibration import CalibrationSet
 from .converters import DEFAULT_TARGET, ConversionJob, declared_options, get_converter
 from .errors import ConversionError, UsageError, first_line
-from .hardware import detect
+from .hardware import read_profile
 from .options import validate as validate_options
 from .parity import TASKS, Tolerance, compare, is_class_scores, not_measured
 from .records import Parity
@@ -274,7 +274,7 @@ def _prepare(source: SourceModel, calib: Any, validation: Any, preprocess: Prepr
 def _convert_all(plan: list[tuple[Any, list[str]]], prepared: Prepared, stage: Path, options: dict[str, Any],
                  tolerance: Tolerance, step: Callable[[str], None]) -> tuple[list[Artifact], list[tuple[Artifact, Backend]]]:
     """Every artifact written into stage, hashed and checked; the (artifact, backend) pairs to time."""
-    machine = detect().machine_id
+    machine = read_profile().machine_id
     artifacts: list[Artifact] = []
     timed: list[tuple[Artifact, Backend]] = []
     for conv, wanted in plan:

@@ -168,14 +168,14 @@ def _gpus(root: Path, jetson: dict[str, str], real_root: bool) -> list[dict[str,
     return gpus
 
 
-def detect(root: str | os.PathLike = "/") -> HardwareProfile:
+def read_profile(root: str | os.PathLike = "/") -> HardwareProfile:
     """The hardware profile read from the files under `root` ("/" for this machine). Read once per
     process and root: a machine does not change while a process runs, and nvidia-smi takes a while."""
-    return _detect(str(Path(root).resolve()))
+    return _cached_profile(str(Path(root).resolve()))
 
 
 @lru_cache(maxsize=32)
-def _detect(root_path: str) -> HardwareProfile:
+def _cached_profile(root_path: str) -> HardwareProfile:
     root = Path(root_path)
     real = root.resolve() == Path("/")
     model, vendor, flags, processors, arch_guess = _cpu(root)

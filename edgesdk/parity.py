@@ -165,10 +165,10 @@ def _agreement(reference: list[np.ndarray], candidate: list[np.ndarray]) -> tupl
 
 def match_detections(reference: list[np.ndarray], candidate: list[np.ndarray],
                      num_classes: int | None = None) -> DetectionMatch:
-    """Decode both sides' raw YOLO outputs (edgesdk.detect), then match each candidate detection to an
+    """Decode both sides' raw YOLO outputs (edgesdk.yolo), then match each candidate detection to an
     unmatched source detection of the same class at IoU >= 0.5, best score first. Recall: the share of
     the source's detections found; precision: the share of the candidate's that match one."""
-    from .detect import iou, postprocess
+    from .yolo import iou, postprocess
 
     found = ref_total = cand_total = 0
     for r, c in zip(reference, candidate):

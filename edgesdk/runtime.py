@@ -14,7 +14,7 @@ import numpy as np
 
 from .bundle import Artifact, Bundle, load_bundle, verify_artifact
 from .errors import EdgeSDKError, InputError, ModelLoadError, UsageError, first_line
-from .hardware import HardwareProfile, detect
+from .hardware import HardwareProfile, read_profile
 from .parity import Tolerance
 from .runtimes import Backend, Ranking, Session, adapt, check_threads, format_of_file, rank
 from .specs import TensorSpec, check_array
@@ -60,7 +60,7 @@ class Runtime:
         self._load_model(path)
         if not self.verified:
             artifact = artifact or self.bundle.artifacts[0].file
-        self.profile = hardware if isinstance(hardware, HardwareProfile) else detect(hardware or "/")
+        self.profile = hardware if isinstance(hardware, HardwareProfile) else read_profile(hardware or "/")
         self._rank(tolerance, backend, precision, artifact, autotune)
         self._open_first(backend_options)
         # The bundle's specs are the contract; a single file takes them from the session.

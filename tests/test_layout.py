@@ -97,3 +97,45 @@ def test_output_tail_walk():
     outputs = [["c"], ["a"], ["g"], ["s"]]
     weighted = [True, False, True, False]
     assert [names[i] for i in tail_nodes(names, inputs, outputs, weighted)] == ["sigmoid"]
+
+
+def _app_imports(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            found |= {node.module} if node.module != "edgesdk" else {"edgesdk"}
+            found |= {f"{node.module}.{a.name}" for a in node.names if node.module in ("edgesdk", "apps")}
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+    return {m for m in found if m.split(".")[0] in ("edgesdk", "apps")}
+
+
+def test_apps_use_only_the_public_api():
+    """The apps are what users copy onto devices: whatever they import, users can rely on."""
+    import edgesdk
+
+    public = {"edgesdk", *edgesdk.PUBLIC_MODULES, *(f"edgesdk.{n}" for n in edgesdk.__all__)}
+    apps = PACKAGE.parent / "apps"
+    for path in apps.glob("*.py"):
+        used = _app_imports(path)
+        internal = {m for m in used if m.startswith("edgesdk") and m not in public}
+        assert not internal, f"{path.name} imports internals {sorted(internal)}; use edgesdk.PUBLIC_MODULES"
+        other_apps = {m for m in used if m.startswith("apps") and m not in ("apps", "apps.common")}
+        assert not other_apps, f"{path.name} imports another app {sorted(other_apps)}; share code in apps/common.py"
+    assert _app_imports(apps / "detect.py") >= {"apps.common", "edgesdk.yolo"}  # the check sees what is there
+
+
+#: Public names that several modules define on purpose: one per format, or a CLI command named after
+#: the function it calls.
+SAME_NAME_ON_PURPOSE = {"quantize_int8": "each converter's INT8 recipe", "convert": "the CLI command of edgesdk.convert"}
+
+
+def test_no_two_modules_define_the_same_public_name():
+    """Two `detect`s (YOLO post-processing, hardware) once sent readers to the wrong file."""
+    defined: dict[str, list[str]] = {}
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and not node.name.startswith("_"):
+                defined.setdefault(node.name, []).append(str(path.relative_to(PACKAGE)))
+    twins = {name: where for name, where in defined.items() if len(where) > 1 and name not in SAME_NAME_ON_PURPOSE}
+    assert not twins, twins

@@ -9,7 +9,7 @@ import torch
 
 import edgesdk
 from edgesdk.errors import InputError, ModelLoadError
-from edgesdk.hardware import detect
+from edgesdk.hardware import read_profile
 from edgesdk.runtimes import get_backend
 from tests.conftest import smooth_batch
 from tests.models import tiny_cnn
@@ -52,7 +52,7 @@ def test_fp32_runs_in_f32_and_bf16_only_when_asked(ov_bundle):
     assert fp32.config["INFERENCE_PRECISION_HINT"] == "f32" and fp32.execution_precision == "fp32"
     bf16 = backend.open(ov_bundle / "openvino/model.xml", precision="bf16")
     assert bf16.config["INFERENCE_PRECISION_HINT"] == "bf16"
-    if {"avx512_bf16", "amx_bf16"} & set(detect().flags):
+    if {"avx512_bf16", "amx_bf16"} & set(read_profile().flags):
         assert bf16.execution_precision == "bf16"
 
 
@@ -141,7 +141,7 @@ def test_explain_and_bench_report_execution_precision(ov_bundle):
     got = {r.artifact: r for r in report.results}
     assert report.mode == "throughput" and all(r.mode == "throughput" and r.throughput_ips > 0 for r in got.values())
     assert got["openvino-fp32"].execution_precision == "fp32"
-    if {"avx512_bf16", "amx_bf16"} & set(detect().flags):
+    if {"avx512_bf16", "amx_bf16"} & set(read_profile().flags):
         assert got["openvino-bf16"].execution_precision == "bf16"
 
 

@@ -1,4 +1,4 @@
-"""edgesdk.optimize: profile and Conv+BN fusion on real torch models (issue 8, first parts)."""
+"""edgesdk.optimize: measure_cost and Conv+BN fusion on real torch models (issue 8, first parts)."""
 
 import json
 
@@ -7,14 +7,14 @@ import torch
 
 import edgesdk
 from edgesdk.errors import ConversionError
-from edgesdk.optimize import fuse_conv_bn, profile
+from edgesdk.optimize import fuse_conv_bn, measure_cost
 from tests.models import tiny_cnn
 from tests.test_cli import cli
 
 
 def test_profile_counts_params_flops_and_layers():
     model = tiny_cnn()
-    p = profile(model, torch.zeros(1, 3, 32, 32))
+    p = measure_cost(model, torch.zeros(1, 3, 32, 32))
     assert p.params == sum(x.numel() for x in model.parameters())
     assert p.flops == sum(layer.flops for layer in p.layers) > 0  # every FLOP belongs to a leaf layer
     convs = [layer for layer in p.layers if layer.type == "Conv2d"]
@@ -29,7 +29,7 @@ def test_fusion_folds_batchnorm_within_1e5_and_exports(tmp_path):
     x = torch.randn(4, 3, 32, 32)
     fused, report = fuse_conv_bn(model, x)
     assert report.batchnorms_before == 3 and report.batchnorms_after == 0 and report.max_abs_error <= 1e-5
-    assert profile(fused, x[:1]).params < profile(model, x[:1]).params  # BN's parameters are gone
+    assert measure_cost(fused, x[:1]).params < measure_cost(model, x[:1]).params  # BN's parameters are gone
     bundle = edgesdk.convert(fused, torch.zeros(1, 3, 32, 32), out=tmp_path / "fused")
     assert bundle.artifact("onnx-fp32").parity.max_abs <= 1e-4
 
@@ -64,9 +64,9 @@ def test_structured_pruning_shrinks_a_residual_depthwise_model_and_it_exports(tm
 
     model = tiny_cnn()  # conv+BN, a depthwise block with a residual add, a linear head
     x = torch.zeros(1, 3, 32, 32)
-    before = profile(model, x)
+    before = measure_cost(model, x)
     prune_channels(model, x, ratio=0.5)
-    after = profile(model, x)
+    after = measure_cost(model, x)
     assert after.params < 0.5 * before.params and after.flops < 0.5 * before.flops
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)  # the head keeps its 10 classes
     assert model.block[0].groups == model.block[0].in_channels == model.stem[0].out_channels  # depthwise kept consistent

@@ -12,7 +12,7 @@ import torch
 
 import edgesdk
 from edgesdk.errors import BackendUnavailable
-from edgesdk.hardware import detect
+from edgesdk.hardware import read_profile
 from edgesdk.runtimes import get_backend
 from edgesdk.runtimes.tensorrt import BuildSettings, engine_cache_key
 from tests.conftest import smooth_batch
@@ -42,7 +42,7 @@ needs_no_tensorrt = pytest.mark.skipif(tensorrt_installed(), reason="TensorRT is
     ("nvidia_x86", "nvidia", {"arch": "x86_64", "cores": 20, "cpu_vendor": "intel"}),
 ])
 def test_hardware_profiles(root, device, expect):
-    p = detect(ROOTS / root)
+    p = read_profile(ROOTS / root)
     assert p.device == device
     for key, value in expect.items():
         assert getattr(p, key) == value, key
@@ -55,7 +55,7 @@ def test_hardware_profiles(root, device, expect):
         assert {"amx_int8", "avx512_vnni", "avx512_bf16"} <= set(p.flags)
     if root == "nvidia_x86":
         assert p.gpus == [{"name": "NVIDIA GeForce RTX 3060", "compute_capability": "8.6"}]
-    assert p.machine_id != detect().machine_id
+    assert p.machine_id != read_profile().machine_id
 
 
 @pytest.mark.parametrize("root,first", [
@@ -84,7 +84,7 @@ def test_ranking_per_device(every_format, root, first):
 
 
 def test_x86_takes_whichever_was_measured_faster(every_format, tmp_path):
-    intel = detect(ROOTS / "intel_x86")
+    intel = read_profile(ROOTS / "intel_x86")
     for faster in ("onnxruntime", "openvino"):
         b = tmp_path / faster
         shutil.copytree(every_format, b)

@@ -403,7 +403,7 @@ def test_force_swaps_the_bundle_in_one_step(tmp_path, tiny_bundle):
 # -- NMS ---------------------------------------------------------------------------------------
 
 def test_nms_classes_never_suppress_each_other_across_the_image_edge():
-    from edgesdk.detect import nms
+    from edgesdk.yolo import nms
 
     # Boxes that cross the left/top edge (negative coordinates). With a per-class offset of max()+1 (=6
     # here), the class-1 box landed exactly on the class-0 box and suppressed it.

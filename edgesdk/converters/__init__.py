@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BackendUnavailable, ConversionError
+from ..errors import ConversionError
 from ..options import Option
+from ..registry import Plugin
 
 if TYPE_CHECKING:
     from ..bundle import Artifact
@@ -29,31 +29,19 @@ class ConversionJob:
     artifacts: list[Artifact] = field(default_factory=list)  # made so far, by earlier converters
 
 
-class Converter:
-    """Base class of a target format's converter."""
+class Converter(Plugin):
+    """Base class of a target format's converter. `name` is the format name used on the CLI (--to)
+    and in the manifest; `modules` and `extra` say what it needs (see Plugin)."""
 
-    name: str = ""  # the format name used on the CLI (--to) and in the manifest
     precisions: tuple[str, ...] = ("fp32",)
-    modules: tuple[str, ...] = ()  # Python modules it needs
     optional: tuple[str, ...] = ()  # modules some routes need (e.g. onnx2tf for torch -> TFLite); doctor lists them
-    extra: str = ""
     options: tuple[Option, ...] = ()  # what it reads from job.options; the CLI's flags come from these
     # `--target` presets: device class -> the precisions this format gets there (FP32 rides along as the
     # fallback and the reference the reduced precisions are checked against).
     presets: dict[str, tuple[str, ...]] = {}
 
-    def available(self) -> tuple[bool, str]:
-        for module in self.modules:
-            try:
-                importlib.import_module(module)
-            except ImportError as exc:
-                return False, f"'{module}' is not installed ({exc}); pip install 'edgesdk[{self.extra}]'"
-        return True, ""
-
-    def require(self) -> None:
-        ok, why = self.available()
-        if not ok:
-            raise BackendUnavailable(f"Converting to {self.name} is unavailable: {why}")
+    def describe(self) -> str:
+        return f"Converting to {self.name}"
 
     def convert(self, job: ConversionJob) -> list[Artifact]:
         """Write the requested precisions of this format into job.stage; return their records

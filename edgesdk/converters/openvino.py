@@ -17,7 +17,7 @@ from typing import Any
 
 from ..bundle import Artifact
 from ..errors import CalibrationError, ConversionError
-from ..hardware import detect
+from ..hardware import read_profile
 from ..onnx_tools import onnx_for
 from ..options import Option
 from ..records import Quantization
@@ -40,7 +40,7 @@ def _quantize(model: Any, job: ConversionJob, tail: list[str]) -> tuple[Any, Qua
     calib.check_representative()
     overflow = job.options.get("int8_overflow_fix") or "auto"
     if overflow == "auto":
-        overflow = "disable" if VNNI_FLAGS & set(detect().flags) else "first_layer_only"
+        overflow = "disable" if VNNI_FLAGS & set(read_profile().flags) else "first_layer_only"
     # OpenVINO op names to keep in float. Default: the element-wise output tail (a detector's box
     # decoding; OpenVINO keeps the ONNX node names), not the stem conv (that bought nothing here).
     given = job.options.get("openvino_float_nodes")

@@ -233,7 +233,7 @@ def quantize_int8(saved_model: Path, job: ConversionJob, perms: list[Any], fp32_
     wanted = job.options.get("tflite_float_layers", DEFAULT_FLOAT_LAYERS)
     # The element-wise tail after the last weighted layer (a detector's box decoding and the concat of
     # pixel boxes with scores) stays in float: one int8 scale cannot hold both.
-    tail = output_tail(fp32_model) if fp32_model else []
+    tail = _output_tail(fp32_model) if fp32_model else []
     try:
         with quiet_stdout(), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")  # the debugger's own use
@@ -285,7 +285,7 @@ def _layer_rows(csv_text: str) -> list[dict[str, Any]]:
     return rows
 
 
-def output_tail(tflite_model: bytes) -> list[str]:
+def _output_tail(tflite_model: bytes) -> list[str]:
     """Output tensor names of the ops from which no weighted op (conv, fully connected) is reachable:
     the element-wise tail, read from the float model's graph (ops listed without XNNPACK fusing them)."""
     from ..runtimes.tflite import find_interpreter

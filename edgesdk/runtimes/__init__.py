@@ -6,7 +6,6 @@ a backend is used, so listing backends costs nothing."""
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ import numpy as np
 
 from ..errors import BackendUnavailable, ModelLoadError, UsageError
 from ..records import ArtifactIO
+from ..registry import Plugin, discover
 from ..specs import TensorSpec
 
 if TYPE_CHECKING:
@@ -43,14 +43,11 @@ class Session(Protocol):
     #   run_many(feeds_list) -> (outputs per batch, latency per batch in s) -- an asynchronous path.
 
 
-class Backend:
-    """Base class of a backend: say what it loads, whether it is installed, and open sessions."""
+class Backend(Plugin):
+    """Base class of a backend: say what it loads, whether it is installed (Plugin), and open sessions."""
 
-    name: str = ""
     formats: tuple[str, ...] = ()  # artifact formats it runs
     suffixes: dict[str, str] = {}  # file suffix -> format, for single model files
-    module: str = ""  # the Python module it needs
-    extra: str = ""  # the pip extra that installs it
     # Order of preference among precisions when no latency was measured on this machine.
     precision_preference: tuple[str, ...] = ("int8", "fp32", "fp16")
     # Where this backend stands on each device class (see hardware.DEVICE_CLASSES); lower goes first.
@@ -64,18 +61,8 @@ class Backend:
     # backend passes the suite or says here what it skips and why.
     conformance_skips: dict[str, str] = {}
 
-    def available(self) -> tuple[bool, str]:
-        """(True, version) or (False, why not)."""
-        try:
-            mod = importlib.import_module(self.module)
-        except ImportError as exc:
-            return False, f"'{self.module}' is not installed ({exc}); pip install 'edgesdk[{self.extra}]'"
-        return True, getattr(mod, "__version__", "?")
-
-    def require(self) -> None:
-        ok, why = self.available()
-        if not ok:
-            raise BackendUnavailable(f"Backend '{self.name}' is unavailable: {why}")
+    def describe(self) -> str:
+        return f"Backend '{self.name}'"
 
     def open(self, path: Path, threads: int | None = None, **options: Any) -> Session:
         raise NotImplementedError
@@ -88,7 +75,6 @@ class Backend:
 
 @lru_cache(maxsize=1)
 def _registry() -> dict[str, Backend]:
-    from ..registry import discover
 
     return discover(__name__, __path__, "BACKEND", Backend)
 
@@ -272,9 +258,9 @@ def rank(
     Within a tier, pairs timed on this machine (at conversion, or `measured` by autotune) go fastest
     first, the rest by precision preference. precision="auto" keeps only artifacts whose recorded
     parity is within tolerance; a forced artifact or precision skips that filter: the user asked."""
-    from ..hardware import detect
+    from ..hardware import read_profile
 
-    profile = profile or detect()
+    profile = profile or read_profile()
     ranking = Ranking()
     pool = _artifact_pool(bundle, tolerance, precision, artifact, ranking.skipped)
     pairs = _runnable_pairs(pool, backend, ranking.skipped)

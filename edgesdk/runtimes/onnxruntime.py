@@ -87,7 +87,7 @@ class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     formats = ("onnx",)
     suffixes = {".onnx": "onnx"}
-    module = "onnxruntime"
+    modules = ("onnxruntime",)
     extra = "onnx"
     # On x86 CPUs the QDQ INT8 kernels are the fastest; FP16 runs through casts on the CPU provider.
     precision_preference = ("int8", "fp32", "fp16")

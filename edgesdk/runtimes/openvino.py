@@ -118,7 +118,7 @@ class OpenVINOBackend(Backend):
     name = "openvino"
     formats = ("openvino", "onnx")
     suffixes = {".xml": "openvino"}
-    module = "openvino"
+    modules = ("openvino",)
     extra = "openvino"
     precision_preference = ("int8", "fp32", "fp16", "bf16")
     # On x86, in ONNX Runtime's tier and ahead of it when nothing was measured (usually faster there).

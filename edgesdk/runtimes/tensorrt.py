@@ -140,7 +140,7 @@ class TensorRTBackend(Backend):
     name = "tensorrt"
     formats = ("tensorrt",)
     suffixes = {".engine": "tensorrt", ".plan": "tensorrt"}
-    module = "tensorrt"
+    modules = ("tensorrt",)
     extra = "tensorrt"
     precision_preference = ("int8", "fp16", "fp32")
     device_rank = {"jetson": 0, "nvidia": 0}  # first wherever it can run at all

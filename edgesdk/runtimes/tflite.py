@@ -183,7 +183,7 @@ class TFLiteBackend(Backend):
     name = "tflite"
     formats = ("tflite",)
     suffixes = {".tflite": "tflite"}
-    module = "ai_edge_litert"
+    modules = ("ai_edge_litert",)
     extra = "tflite"
     precision_preference = ("int8", "fp32", "fp16")
     # First on ARM boards and phones (XNNPACK); a fallback on x86 and NVIDIA hosts.

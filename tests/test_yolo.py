@@ -4,8 +4,8 @@ NMS against a plain reference, letterbox and its inverse."""
 import numpy as np
 import pytest
 
-from edgesdk.detect import decode, letterbox, nms, postprocess
 from edgesdk.errors import InputError
+from edgesdk.yolo import decode, letterbox, nms, postprocess
 
 
 def _v8(boxes_xywh, class_scores):
@@ -100,7 +100,7 @@ import torch  # noqa: E402
 import edgesdk  # noqa: E402
 from apps import detect as detect_app  # noqa: E402
 from apps.shapes_detector import CLASSES, WEIGHTS, make_scene, shapes_yolo, to_input, write_scenes  # noqa: E402
-from edgesdk.detect import embed_nms, iou  # noqa: E402
+from edgesdk.yolo import embed_nms, iou  # noqa: E402
 
 
 def _matched(det, truth, min_iou=0.5):
