@@ -27,8 +27,8 @@ from edgesdk.optimize import (
     export_qat_onnx,
     fine_tune,
     fuse_conv_bn,
+    measure_cost,
     prepare_qat,
-    profile,
     prune_channels,
     train_qat,
 )
@@ -80,7 +80,7 @@ def measure(name: str, onnx_path: Path, model: torch.nn.Module | None, xte: torc
         correct = sum(int(rt.run(xte[i:i + 1].numpy()).argmax() == int(yte[i])) for i in range(len(xte)))
         x = xte[:1].numpy()
         lat = percentiles(time_runs(lambda: rt.run(x), 300, 30))
-    prof = profile(model, torch.zeros(X_SHAPE)) if model is not None else None
+    prof = measure_cost(model, torch.zeros(X_SHAPE)) if model is not None else None
     return {"model": name, "precision": precision, "params": prof.params if prof else None,
             "flops": prof.flops if prof else None, "onnx_bytes": onnx_path.stat().st_size,
             "p50_ms": lat["p50"], "accuracy": correct / len(xte)}
