@@ -126,7 +126,6 @@ def convert(source: str | None, out: str, targets: str | None, precision: str | 
     from .convert import convert as do_convert
     from .parity import Tolerance
     from .sources import load_source
-    from .specs import Preprocess
 
     if weights and not factory:
         raise click.UsageError("--weights goes with --factory (a state_dict needs code that builds the model).")
@@ -136,20 +135,7 @@ def convert(source: str | None, out: str, targets: str | None, precision: str | 
     with console.status("Loading the source model") as status:
         model = load_source(source, factory=factory, weights=weights, input_shape=_shape(input_shape),
                             dynamic_batch=dynamic_batch, trust_source=trust_source)
-        preprocess = None
-        carried = getattr(getattr(model, "module", None), "edgesdk_metadata", None) or {}
-        if any(v is not None for v in (mean, std, resize)) or bgr:
-            base = carried.get("preprocess") or Preprocess.for_input(model.inputs[0])
-            changes: dict[str, Any] = {}
-            if mean:
-                changes["mean"] = _floats(mean)
-            if std:
-                changes["std"] = _floats(std)
-            if resize:
-                changes["resize"] = resize
-            if bgr:
-                changes["color"] = "BGR"
-            preprocess = Preprocess(**{**base.to_dict(), **changes, "size": base.size})
+        preprocess = _preprocess_flags(model, mean, std, resize, bgr)
         preset = target_presets()[device] if device else None
         target_list = _csv(targets) if targets else list(preset) if preset else [DEFAULT_TARGET]
         precisions: Any = _csv(precision) if precision else (
@@ -161,6 +147,31 @@ def convert(source: str | None, out: str, targets: str | None, precision: str | 
             options={"opset": opset, **_format_options(format_option_values)},
             progress=lambda msg: status.update(msg),
         )
+    results_console.print(_bundle_table(bundle))
+
+
+def _preprocess_flags(model: Any, mean: str | None, std: str | None, resize: int | None, bgr: bool) -> Any:
+    """The Preprocess --mean/--std/--resize/--bgr describe, over what the model carries; None if none is given."""
+    from .specs import Preprocess
+
+    if not (any(v is not None for v in (mean, std, resize)) or bgr):
+        return None
+    carried = getattr(getattr(model, "module", None), "edgesdk_metadata", None) or {}
+    base = carried.get("preprocess") or Preprocess.for_input(model.inputs[0])
+    changes: dict[str, Any] = {}
+    if mean:
+        changes["mean"] = _floats(mean)
+    if std:
+        changes["std"] = _floats(std)
+    if resize:
+        changes["resize"] = resize
+    if bgr:
+        changes["color"] = "BGR"
+    return Preprocess(**{**base.to_dict(), **changes, "size": base.size})
+
+
+def _bundle_table(bundle: Any) -> Table:
+    """Each artifact of a fresh bundle: size, parity (or why it failed or was not measured), latency here."""
     table = Table(title=f"Bundle {bundle.path}")
     for col in ("artifact", "file", "size", "max abs err", "agreement", "cosine", "ms (here)"):
         table.add_column(col)
@@ -173,7 +184,7 @@ def convert(source: str | None, out: str, targets: str | None, precision: str | 
         table.add_row(a.id, a.file, f"{a.size_bytes / 1e6:.2f} MB", f"{p.max_abs or 0.0:.2e}",
                       _agreement(p), f"{1.0 if p.cosine is None else p.cosine:.5f}",
                       ", ".join(f"{b} {ms:.2f}" for b, ms in a.latency_ms.items()) or "-")
-    results_console.print(table)
+    return table
 
 
 def _agreement(parity: Parity) -> str:

@@ -87,8 +87,9 @@ class ParityCheck:
     def runners(self, art: Artifact, path: Path) -> tuple[list[Backend], bool]:
         """(installed backends that run the artifact, whether they only check the file it builds from)."""
         runners = [b for b in backends() if art.format in b.formats and b.available()[0]]
-        if not runners and path.suffix == ".onnx":  # e.g. TensorRT's QDQ ONNX, checked on ORT
-            runners = [b for b in backends() if art.format in b.checks_formats and b.available()[0]][:1]
+        if not runners:  # e.g. TensorRT's QDQ ONNX, checked on ONNX Runtime
+            runners = [b for b in backends() if art.format in b.checks_formats and path.suffix in b.suffixes
+                       and b.available()[0]][:1]
             return runners, bool(runners)
         return runners, False
 

@@ -15,8 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConversionError, ModelLoadError, require
-from .errors import first_line as _first_line
+from .errors import ConversionError, ModelLoadError, first_line, require
 from .specs import TensorSpec, guess_layout, random_feeds
 
 log = logging.getLogger(__name__)
@@ -139,7 +138,7 @@ class OnnxSource(SourceModel):
             proto = onnx.load(str(path), load_external_data=False)
         except Exception as exc:
             raise ModelLoadError(f"{path} is not a valid ONNX model ({exc.__class__.__name__}: "
-                                 f"{_first_line(exc)}).") from None
+                                 f"{first_line(exc)}).") from None
         init_names = {i.name for i in proto.graph.initializer}
         from .onnx_tools import spec_from_value_info
 
@@ -157,9 +156,9 @@ class OnnxSource(SourceModel):
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         if self._session is None:
-            from .runtimes import open_session
+            from .runtimes import open_reference
 
-            self._session = open_session("onnxruntime", self.path, threads=None)
+            self._session = open_reference(self.path)
         return self._session.run(feeds)
 
     def export_onnx(self, path: Path, opset: int, dynamic_batch: bool = False) -> dict[str, str]:
@@ -194,7 +193,7 @@ class KerasSource(SourceModel):
                 self._signature = loaded.signatures["serving_default"]
             except Exception as exc:
                 raise ModelLoadError(f"{saved_model} is not a loadable SavedModel with a 'serving_default' "
-                                     f"signature ({exc.__class__.__name__}: {_first_line(exc)}).") from None
+                                     f"signature ({exc.__class__.__name__}: {first_line(exc)}).") from None
             self._loaded = loaded  # the signature needs its object alive
             specs = self._signature.structured_input_signature[1]
             names = list(specs)
@@ -250,7 +249,7 @@ class KerasSource(SourceModel):
         try:
             proto, _ = tf2onnx.convert.from_function(function, input_signature=signature, opset=min(opset, 18))
         except Exception as exc:
-            raise ConversionError(f"tf2onnx could not convert the Keras model: {_first_line(exc)}") from None
+            raise ConversionError(f"tf2onnx could not convert the Keras model: {first_line(exc)}") from None
         save_slim(rename_io(proto, [s.name for s in self.inputs], [s.name for s in self.outputs]), path)
         return {"tensorflow": tf.__version__, "tf2onnx": tf2onnx.__version__}
 
@@ -279,7 +278,7 @@ def saved_model_unsafe_ops(folder: Path, signature: str = "serving_default") -> 
     try:
         proto.ParseFromString((folder / "saved_model.pb").read_bytes())
     except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError and friends
-        raise ModelLoadError(f"{folder}/saved_model.pb is not a readable SavedModel ({_first_line(exc)}).") from None
+        raise ModelLoadError(f"{folder}/saved_model.pb is not a readable SavedModel ({first_line(exc)}).") from None
     found: set[str] = set()
     for meta in proto.meta_graphs:
         if signature not in meta.signature_def:
@@ -344,7 +343,7 @@ def load_keras(path: Path, input_shape: Sequence[int] | None = None, trust_sourc
     try:
         model = keras.models.load_model(str(path), compile=False, safe_mode=True)
     except Exception as exc:
-        raise ModelLoadError(f"{path} is not a loadable Keras model ({exc.__class__.__name__}: {_first_line(exc)})."
+        raise ModelLoadError(f"{path} is not a loadable Keras model ({exc.__class__.__name__}: {first_line(exc)})."
                              " Models with Lambda layers are refused (safe_mode): rebuild them in code.") from None
     return KerasSource(model, description=str(path), input_shape=input_shape)
 
@@ -372,7 +371,7 @@ def load_weights(module: Any, weights: str | os.PathLike) -> None:
         raise ModelLoadError(f"Weights file not found: {weights}") from None
     except Exception as exc:
         raise ModelLoadError(
-            f"Cannot load weights from {weights} safely ({exc.__class__.__name__}: {_first_line(exc)}). "
+            f"Cannot load weights from {weights} safely ({exc.__class__.__name__}: {first_line(exc)}). "
             "edgesdk loads only tensors (torch.load weights_only=True): save a state_dict, not a whole model."
         ) from None
     if isinstance(state, dict):
@@ -430,29 +429,40 @@ def load_source(
         return OnnxSource(p, input_shape)
     if suffix in (".keras", ".h5", ".hdf5"):
         return load_keras(p, input_shape)
-    torch = require("torch", "torch", f"Reading {p.name}")
     if suffix == ".pt2":
-        try:
-            program = torch.export.load(str(p))
-        except Exception as exc:
-            raise ModelLoadError(f"{p} is not a readable torch.export program ({exc.__class__.__name__}: "
-                                 f"{_first_line(exc)}).") from None
-        examples = input_shape and _example_from_shape(input_shape, str(p))
-        if not examples and program.example_inputs:
-            examples = program.example_inputs[0]
-        if not examples:
-            examples = _example_from_shape(None, str(p))
-        return TorchSource(program.module(), examples, description=str(p), dynamic_batch=dynamic_batch)
+        return _load_exported(p, input_shape, dynamic_batch)
     if suffix in (".pt", ".pth", ".jit", ".ts", ".torchscript"):
-        try:
-            module = torch.jit.load(str(p), map_location="cpu")
-        except Exception as exc:
-            raise ModelLoadError(
-                f"{p} is not a TorchScript archive ({exc.__class__.__name__}: "
-                f"{_first_line(exc)}). For a checkpoint of weights, use "
-                "--factory package.module:function --weights FILE."
-            ) from None
-        return TorchSource(module, _example_from_shape(input_shape, f"TorchScript file {p.name}"),
-                           description=str(p), dynamic_batch=dynamic_batch)
+        return _load_torchscript(p, input_shape, dynamic_batch)
     raise ModelLoadError(f"Unknown model file type '{suffix}' ({p}). edgesdk reads .onnx, TorchScript .pt, "
                          "torch.export .pt2, Keras .keras/.h5, a SavedModel folder, or --factory with --weights.")
+
+
+def _load_exported(p: Path, input_shape: Sequence[int] | None, dynamic_batch: bool) -> SourceModel:
+    """A torch.export program (.pt2); its own example inputs unless a shape is given."""
+    torch = require("torch", "torch", f"Reading {p.name}")
+    try:
+        program = torch.export.load(str(p))
+    except Exception as exc:
+        raise ModelLoadError(f"{p} is not a readable torch.export program ({exc.__class__.__name__}: "
+                             f"{first_line(exc)}).") from None
+    examples = input_shape and _example_from_shape(input_shape, str(p))
+    if not examples and program.example_inputs:
+        examples = program.example_inputs[0]
+    if not examples:
+        examples = _example_from_shape(None, str(p))
+    return TorchSource(program.module(), examples, description=str(p), dynamic_batch=dynamic_batch)
+
+
+def _load_torchscript(p: Path, input_shape: Sequence[int] | None, dynamic_batch: bool) -> SourceModel:
+    """A TorchScript archive; a plain checkpoint of weights is told to use --factory."""
+    torch = require("torch", "torch", f"Reading {p.name}")
+    try:
+        module = torch.jit.load(str(p), map_location="cpu")
+    except Exception as exc:
+        raise ModelLoadError(
+            f"{p} is not a TorchScript archive ({exc.__class__.__name__}: "
+            f"{first_line(exc)}). For a checkpoint of weights, use "
+            "--factory package.module:function --weights FILE."
+        ) from None
+    return TorchSource(module, _example_from_shape(input_shape, f"TorchScript file {p.name}"),
+                       description=str(p), dynamic_batch=dynamic_batch)

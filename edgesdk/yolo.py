@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -160,13 +161,12 @@ def embed_nms(onnx_in: str | os.PathLike, onnx_out: str | os.PathLike, iou_thres
     from onnx import TensorProto, helper, numpy_helper
 
     model = onnx.load(str(onnx_in))
-    if max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) < 11:
+    opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    if opset < 11:
         raise InputError("embed_nms needs an ONNX model of opset 11 or later.")
-    opset = max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
     graph = model.graph
     if len(graph.output) != 1:
         raise InputError(f"embed_nms expects one [1, 4+nc, N] output; {onnx_in} has {len(graph.output)}.")
-    raw = graph.output[0].name
     consts = {
         "nms_starts_box": np.array([0], np.int64), "nms_ends_box": np.array([4], np.int64),
         "nms_starts_cls": np.array([4], np.int64), "nms_ends_cls": np.array([1 << 30], np.int64),
@@ -176,8 +176,24 @@ def embed_nms(onnx_in: str | os.PathLike, onnx_out: str | os.PathLike, iou_thres
         "nms_half": np.array([0.5], np.float32), "nms_zero_f": np.array(0.0, np.float32), "nms_sign": np.array([-1, -1, 1, 1], np.float32),
     }
     graph.initializer.extend(numpy_helper.from_array(v, k) for k, v in consts.items())
+    graph.node.extend(_nms_nodes(graph.output[0].name, opset))
+    del graph.output[:]
+    graph.output.extend([
+        helper.make_tensor_value_info("det_boxes", TensorProto.FLOAT, ["detections", 4]),
+        helper.make_tensor_value_info("det_scores", TensorProto.FLOAT, ["detections"]),
+        helper.make_tensor_value_info("det_classes", TensorProto.INT64, ["detections"]),
+    ])
+    onnx.checker.check_model(model)
+    onnx.save(model, str(onnx_out))
+
+
+def _nms_nodes(raw: str, opset: int) -> list[Any]:
+    """The nodes from the raw [1, 4+nc, N] output to det_boxes, det_scores and det_classes (they read
+    the nms_* constants embed_nms adds)."""
+    from onnx import helper
+
     n = helper.make_node
-    graph.node.extend([
+    return [
         n("Transpose", [raw], ["nms_rows"], perm=[0, 2, 1]),  # [1, N, 4+nc]
         n("Slice", ["nms_rows", "nms_starts_box", "nms_ends_box", "nms_axis2"], ["nms_xywh"]),  # [1, N, 4]
         n("Slice", [raw, "nms_starts_cls", "nms_ends_cls", "nms_col1"], ["nms_all_scores"]),  # [1, nc, N]
@@ -203,12 +219,4 @@ def embed_nms(onnx_in: str | os.PathLike, onnx_out: str | os.PathLike, iou_thres
         n("Mul", ["nms_hh", "nms_sign"], ["nms_delta"]),
         n("Add", ["nms_cc", "nms_delta"], ["det_boxes"]),
         n("GatherND", ["nms_scores", "nms_selected"], ["det_scores"]),
-    ])
-    del graph.output[:]
-    graph.output.extend([
-        helper.make_tensor_value_info("det_boxes", TensorProto.FLOAT, ["detections", 4]),
-        helper.make_tensor_value_info("det_scores", TensorProto.FLOAT, ["detections"]),
-        helper.make_tensor_value_info("det_classes", TensorProto.INT64, ["detections"]),
-    ])
-    onnx.checker.check_model(model)
-    onnx.save(model, str(onnx_out))
+    ]

@@ -3,7 +3,9 @@
   - raise InputError for a wrong input name, shape or dtype,
   - survive close() twice, and raise an EdgeSDKError (not crash) when run after close,
   - raise ModelLoadError for a truncated and for a garbage file,
-  - give each of several threads its own results, identical to sequential runs.
+  - give each of several threads its own results, identical to sequential runs,
+  - on an artifact converted with dynamic_batch=True: run batches of 1, 3 and 5 with the source's
+    outputs where it claims `dynamic_batch`, else refuse a batch other than the artifact's with InputError.
 A new backend passes these, or lists the cases it cannot pass in `Backend.conformance_skips` with the
 reason. And every converter: each precision it declares yields an artifact that a backend (or its
 declared proxy) measured, with no parity problem."""
@@ -26,7 +28,7 @@ from edgesdk.runtimes import adapt, backends
 from tests.conftest import smooth_batch
 from tests.models import tiny_cnn
 
-CASES = ("outputs", "bad_inputs", "close", "corrupt_files", "threads")
+CASES = ("outputs", "bad_inputs", "close", "corrupt_files", "threads", "dynamic_batch")
 
 
 def _fp32_artifact(bundle, backend):
@@ -58,9 +60,21 @@ def _open(backend, bundle, art, path=None):
     return backend.open(path or bundle.path / art.file, precision=art.precision)
 
 
+@pytest.fixture(scope="session")
+def dynamic_bundle(tmp_path_factory) -> Path:
+    """The tiny CNN, converted with a dynamic batch to every format a registered backend runs."""
+    targets = sorted({f for b in backends() for f in b.formats} & {c.name for c in converters()} - {"tensorrt"})
+    out = tmp_path_factory.mktemp("dynamic") / "tiny"
+    edgesdk.convert(tiny_cnn(), torch.zeros(1, 3, 32, 32), targets=targets, precisions=["fp32"], out=out,
+                    dynamic_batch=True)
+    return out
+
+
 @pytest.mark.parametrize("case", CASES)
-def test_backend_conforms(backend, every_format, case, tmp_path):
+def test_backend_conforms(backend, every_format, case, tmp_path, request):
     _case(backend, case)
+    if case == "dynamic_batch":
+        every_format = request.getfixturevalue("dynamic_bundle")
     bundle = load_bundle(every_format)
     art = _fp32_artifact(bundle, backend)
     assert art is not None, f"the every-format bundle has no artifact {backend.name} runs"
@@ -128,6 +142,25 @@ def _check_threads(backend, bundle, art, tmp_path):
     with ThreadPoolExecutor(4) as pool:
         assert all(pool.map(worker, range(4)))
     session.close()
+
+
+def _check_dynamic_batch(backend, bundle, art, tmp_path):
+    assert not isinstance(bundle.inputs[0].shape[0], int), bundle.inputs  # the manifest declares the batch dynamic
+    session = adapt(_open(backend, bundle, art), bundle.inputs, bundle.outputs, art.io)
+    try:
+        for n in (1, 3, 5):
+            x = smooth_batch(n, (3, 32, 32), seed=40 + n)
+            if n > 1 and not backend.dynamic_batch:
+                with pytest.raises(InputError, match="shape"):
+                    session.run({"input": x})
+                continue
+            with torch.no_grad():
+                ref = tiny_cnn()(torch.from_numpy(x)).numpy()
+            out = session.run({"input": x})[0]
+            assert out.shape == (n, 10)
+            np.testing.assert_allclose(out, ref, atol=1e-4)
+    finally:
+        session.close()
 
 
 @pytest.mark.parametrize("converter", [c.name for c in converters()])

@@ -139,3 +139,34 @@ def test_no_two_modules_define_the_same_public_name():
                 defined.setdefault(node.name, []).append(str(path.relative_to(PACKAGE)))
     twins = {name: where for name, where in defined.items() if len(where) > 1 and name not in SAME_NAME_ON_PURPOSE}
     assert not twins, twins
+
+
+#: Where shared code may name a format, and why: not to branch on a target, but because ONNX is the
+#: interchange every target builds from and a kind of source model.
+FORMAT_NAMES_ALLOWED = {
+    ("onnx_tools.py", "onnx"): "the ONNX plumbing reuses the ONNX target's FP32 file as the interchange",
+    ("sources.py", "onnx"): "the kind of an ONNX source model, and the onnx library it is read with",
+}
+
+
+def test_shared_code_names_no_format_or_backend():
+    """Formats and backends are declared in converters/ and runtimes/; shared code asks the table
+    (formats, suffixes, device_rank, checks_formats, reference, options) instead of naming them."""
+    from edgesdk.converters import converters
+    from edgesdk.runtimes import backends
+
+    names = {c.name for c in converters()} | {b.name for b in backends()} | {f for b in backends() for f in b.formats}
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE)
+        if rel.parts[0] in ("converters", "runtimes"):
+            continue
+        tree = ast.parse(path.read_text())
+        docstrings = {id(n.body[0].value) for n in ast.walk(tree)
+                      if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef)) and n.body
+                      and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+        found += [(str(rel), node.value) for node in ast.walk(tree)
+                  if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in names
+                  and id(node) not in docstrings and (str(rel), node.value) not in FORMAT_NAMES_ALLOWED]
+    assert not found, found
+    assert "tflite" in names and "openvino" in names  # the check knows the table

@@ -85,52 +85,62 @@ class OpenVINOConverter(Converter):
         self.require()
         logging.getLogger("nncf").setLevel(logging.WARNING)
         versions = {"openvino": ov.get_version().split("-")[0]}
-        folder = job.stage / "openvino"
-        folder.mkdir(exist_ok=True)
-        with tempfile.TemporaryDirectory() as tmp:
-            onnx_path = onnx_for(job, Path(tmp))
-            tail: list[str] = []
-            if "int8" in job.precisions:  # the nodes NNCF leaves in float, read while the ONNX file is here
-                import onnx
-
-                from ..onnx_tools import output_tail
-
-                tail = output_tail(onnx.load(str(onnx_path), load_external_data=False))
-            try:
-                model = ov.convert_model(str(onnx_path))
-            except Exception as exc:
-                raise ConversionError(f"OpenVINO could not convert the model: {str(exc).strip().splitlines()[-1]}"
-                                      ) from None
+        (job.stage / "openvino").mkdir(exist_ok=True)
+        model, tail = _read_model(job)
         layout = job.source.inputs[0].layout if job.source.inputs else None
         made: list[Artifact] = []
-
-        def save(m: Any, stem: str, compress: bool) -> str:
-            ov.save_model(m, str(folder / f"{stem}.xml"), compress_to_fp16=compress)
-            return f"openvino/{stem}.xml"
-
-        fp32_file: str | None = None
         for precision in job.precisions:
-            quant = Quantization()
-            if precision in ("fp32", "bf16"):
-                fp32_file = fp32_file or save(model, "model", compress=False)
-                file = fp32_file
-                if precision == "bf16":
-                    quant = Quantization(method="bf16 execution (INFERENCE_PRECISION_HINT) on the FP32 IR")
-            elif precision == "fp16":
-                file = save(model, "model.fp16", compress=True)
-            elif precision == "int8":
-                if "nncf" not in versions:
-                    import nncf
-
-                    versions["nncf"] = nncf.__version__
-                quantized, quant = _quantize(model, job, tail)
-                file = save(quantized, "model.int8", compress=False)
-            else:
-                raise ConversionError(f"OpenVINO has no precision '{precision}'; choose from {self.precisions}.")
+            file, quant = self._one_precision(precision, model, job, tail, versions)
             made.append(Artifact(file=file, format="openvino", precision=precision, layout=layout,
                                  versions=dict(versions), quantization=quant,
                                  companions={file[: -len(".xml")] + ".bin": ""}))
         return made
+
+    def _one_precision(self, precision: str, model: Any, job: ConversionJob, tail: list[str],
+                       versions: dict[str, str]) -> tuple[str, Quantization]:
+        """Save one precision's IR (FP32 and BF16 share one file); (its bundle path, quantization record)."""
+        import openvino as ov
+
+        def save(m: Any, stem: str, compress: bool) -> str:
+            if not (job.stage / "openvino" / f"{stem}.xml").exists():
+                ov.save_model(m, str(job.stage / "openvino" / f"{stem}.xml"), compress_to_fp16=compress)
+            return f"openvino/{stem}.xml"
+
+        if precision == "fp32":
+            return save(model, "model", compress=False), Quantization()
+        if precision == "bf16":
+            return save(model, "model", compress=False), Quantization(
+                method="bf16 execution (INFERENCE_PRECISION_HINT) on the FP32 IR")
+        if precision == "fp16":
+            return save(model, "model.fp16", compress=True), Quantization()
+        if precision == "int8":
+            import nncf
+
+            versions["nncf"] = nncf.__version__
+            quantized, quant = _quantize(model, job, tail)
+            return save(quantized, "model.int8", compress=False), quant
+        raise ConversionError(f"OpenVINO has no precision '{precision}'; choose from {self.precisions}.")
+
+
+def _read_model(job: ConversionJob) -> tuple[Any, list[str]]:
+    """(the OpenVINO model of the FP32 ONNX this target builds from, the output-tail nodes NNCF leaves
+    in float when INT8 is asked for, read while the ONNX file is here)."""
+    import openvino as ov
+
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_path = onnx_for(job, Path(tmp))
+        tail: list[str] = []
+        if "int8" in job.precisions:
+            import onnx
+
+            from ..onnx_tools import output_tail
+
+            tail = output_tail(onnx.load(str(onnx_path), load_external_data=False))
+        try:
+            return ov.convert_model(str(onnx_path)), tail
+        except Exception as exc:  # OpenVINO's message ends with the cause ("... not supported: Op"), after a C++ trace
+            raise ConversionError(f"OpenVINO could not convert the model: {str(exc).strip().splitlines()[-1]}"
+                                  ) from None
 
 
 CONVERTER = OpenVINOConverter()

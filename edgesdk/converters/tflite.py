@@ -347,27 +347,36 @@ class TFLiteConverter(Converter):
 
             probe = TFLITE.open(Path(f.name))
             io_perms = layout_permutations(probe, job, channels_last)
-            probe.close()
+            probe.close()  # its specs stay readable
             layout = "NHWC" if any(io_perms.inputs) else (job.source.inputs[0].layout if job.source.inputs else None)
+            if job.options.get("dynamic_batch"):
+                log.warning("TFLite artifacts keep the example input's batch (%s): the TFLite backend refuses "
+                            "other batch sizes with an InputError; ONNX and OpenVINO take any batch.",
+                            probe.inputs[0].shape[0] if probe.inputs else "?")
             for precision in job.precisions:
-                quant = Quantization()
-                if precision == "fp32":
-                    name, data = "model.tflite", fp32_bytes
-                elif precision == "fp16":
-                    conv = _converter(saved_model)
-                    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-                    conv.target_spec.supported_types = [tf.float16]
-                    name, data = "model.fp16.tflite", _quiet_convert(conv)
-                    quant = Quantization(method="float16 weights (dequantized at load by XNNPACK)", weights="float16")
-                elif precision == "int8":
-                    data, quant = quantize_int8(saved_model, job, io_perms.inputs, fp32_bytes)
-                    name = "model.int8.tflite"
-                else:
-                    raise ConversionError(f"TFLite has no precision '{precision}'; choose from {self.precisions}.")
+                name, data, quant = self._one_precision(precision, saved_model, fp32_bytes, io_perms, job)
                 (job.stage / name).write_bytes(data)
                 made.append(Artifact(file=name, format="tflite", precision=precision, layout=layout,
                                      versions={**versions, "route": route}, quantization=quant, io=io_perms))
         return made
+
+    def _one_precision(self, precision: str, saved_model: Path, fp32_bytes: bytes, io_perms: ArtifactIO,
+                       job: ConversionJob) -> tuple[str, bytes, Quantization]:
+        """(file name, model bytes, quantization record) of one precision."""
+        import tensorflow as tf
+
+        if precision == "fp32":
+            return "model.tflite", fp32_bytes, Quantization()
+        if precision == "fp16":
+            conv = _converter(saved_model)
+            conv.optimizations = [tf.lite.Optimize.DEFAULT]
+            conv.target_spec.supported_types = [tf.float16]
+            return "model.fp16.tflite", _quiet_convert(conv), Quantization(
+                method="float16 weights (dequantized at load by XNNPACK)", weights="float16")
+        if precision == "int8":
+            data, quant = quantize_int8(saved_model, job, io_perms.inputs, fp32_bytes)
+            return "model.int8.tflite", data, quant
+        raise ConversionError(f"TFLite has no precision '{precision}'; choose from {self.precisions}.")
 
     def _convert_plain(self, saved_model: Path) -> bytes:
         try:

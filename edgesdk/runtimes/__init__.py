@@ -57,6 +57,12 @@ class Backend(Plugin):
     # Formats whose ONNX files this backend can check for accuracy at conversion when their own backend
     # is missing (ONNX Runtime checks TensorRT's QDQ ONNX). Never used to run them.
     checks_formats: tuple[str, ...] = ()
+    # Whether it is the reference implementation of its formats: the one that runs a source model given
+    # in that format (an .onnx file) to give the outputs every artifact is checked against.
+    reference: bool = False
+    # Whether it runs any batch size on an artifact converted with dynamic_batch=True. A backend that
+    # does not refuses a batch other than the artifact's with an InputError (the conformance suite checks both).
+    dynamic_batch: bool = False
     # Cases of tests/test_backend_conformance.py this backend cannot pass, each with the reason: a new
     # backend passes the suite or says here what it skips and why.
     conformance_skips: dict[str, str] = {}
@@ -220,10 +226,14 @@ def adapt(session: Session, inputs: list[TensorSpec], outputs: list[TensorSpec],
     return AdaptedSession(session, inputs, outputs, io)
 
 
-def open_session(backend: str, path: Path, threads: int | None = None, **options: Any) -> Session:
-    b = get_backend(backend)
-    b.require()
-    return b.open(Path(path), threads=threads, **options)
+def open_reference(path: Path) -> Session:
+    """A session of a source model file on the reference backend of its format (ONNX Runtime for .onnx)."""
+    fmt = format_of_file(path)
+    for b in backends():
+        if b.reference and fmt in b.formats:
+            b.require()
+            return b.open(Path(path))
+    raise BackendUnavailable(f"No backend is the reference for {fmt} models, so {path} cannot be run as a source.")
 
 
 @dataclass

@@ -88,6 +88,8 @@ class OnnxRuntimeBackend(Backend):
     formats = ("onnx",)
     suffixes = {".onnx": "onnx"}
     modules = ("onnxruntime",)
+    reference = True  # runs .onnx source models for the outputs artifacts are checked against
+    dynamic_batch = True
     extra = "onnx"
     # On x86 CPUs the QDQ INT8 kernels are the fastest; FP16 runs through casts on the CPU provider.
     precision_preference = ("int8", "fp32", "fp16")

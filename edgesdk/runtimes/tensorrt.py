@@ -141,6 +141,7 @@ class TensorRTBackend(Backend):
     formats = ("tensorrt",)
     suffixes = {".engine": "tensorrt", ".plan": "tensorrt"}
     modules = ("tensorrt",)
+    dynamic_batch = True
     extra = "tensorrt"
     precision_preference = ("int8", "fp16", "fp32")
     device_rank = {"jetson": 0, "nvidia": 0}  # first wherever it can run at all

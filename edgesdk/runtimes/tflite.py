@@ -155,7 +155,7 @@ class TFLiteSession:
                     x = np.clip(np.round(x / q[0] + q[1]), info.min, info.max).astype(detail["dtype"])
                 if tuple(x.shape) != tuple(detail["shape"]):
                     raise InputError(f"Input '{name}' has shape {list(x.shape)}; the TFLite model expects "
-                                     f"{list(detail['shape'])}.")
+                                     f"{[int(d) for d in detail['shape']]} (its batch is fixed).")
                 if np.dtype(x.dtype) != np.dtype(detail["dtype"]):
                     raise InputError(f"Input '{name}' has dtype {x.dtype}; the TFLite model expects "
                                      f"{np.dtype(detail['dtype']).name}.")
