@@ -27,8 +27,19 @@ def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in data.items() if k in names}
 
 
+class _Record:
+    """JSON in and out for a record whose fields are plain values (or records with their own to_dict)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Any:
+        return cls(**_known(cls, data))
+
+
 @dataclass
-class OutputParity:
+class OutputParity(_Record):
     """Error figures of one output over the parity samples."""
 
     name: str
@@ -37,16 +48,9 @@ class OutputParity:
     cosine: float = 1.0
     reference_max_abs: float = 0.0
 
-    def to_dict(self) -> dict[str, Any]:
-        return _plain(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> OutputParity:
-        return cls(**_known(cls, data))
-
 
 @dataclass
-class DetectionMatch:
+class DetectionMatch(_Record):
     """A detector's decoded detections matched to the source's (same class, IoU >= iou)."""
 
     recall: float
@@ -55,16 +59,9 @@ class DetectionMatch:
     candidate_detections: int = 0
     iou: float = 0.5
 
-    def to_dict(self) -> dict[str, Any]:
-        return _plain(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DetectionMatch:
-        return cls(**_known(cls, data))
-
 
 @dataclass
-class Parity:
+class Parity(_Record):
     """How close an artifact's outputs came to the source's, or why that was never measured.
 
     `measured` False means nobody checked the artifact (no backend for it was installed): it is never
@@ -108,7 +105,7 @@ def not_measured(reason: str) -> Parity:
 
 
 @dataclass
-class Quantization:
+class Quantization(_Record):
     """How a reduced-precision artifact was made. The common facts are typed; what only one converter
     knows (TFLite's layer sensitivity, NNCF's overflow fix, TensorRT's build) lives in `details`."""
 
@@ -120,9 +117,6 @@ class Quantization:
     calibration_source: str | None = None
     float_nodes: list[str] = field(default_factory=list)  # nodes or layers kept in float
     details: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return _plain(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> Quantization:
@@ -137,7 +131,7 @@ class Quantization:
 
 
 @dataclass
-class ArtifactIO:
+class ArtifactIO(_Record):
     """How an artifact's tensors differ from the source's. `inputs`/`outputs`: per tensor, None (same
     layout) or the permutation taking a source-layout array to the artifact's (NCHW -> NHWC is
     [0, 2, 3, 1]). `input_names`/`output_names`: the artifact's own names in the source's order, where
@@ -147,9 +141,6 @@ class ArtifactIO:
     outputs: list[list[int] | None] = field(default_factory=list)
     input_names: list[str] | None = None
     output_names: list[str] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return _plain(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> ArtifactIO:
