@@ -32,6 +32,8 @@ def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(art, dict):
             continue
         quant = art.get("quantization")
+        if isinstance(quant, dict) and "float_layers" in quant and "float_nodes" not in quant:
+            quant = {("float_nodes" if k == "float_layers" else k): v for k, v in quant.items()}  # TFLite's old name
         if isinstance(quant, dict):
             details = {k: v for k, v in quant.items() if k not in _QUANTIZATION_KEYS}
             art["quantization"] = {**{k: v for k, v in quant.items() if k in _QUANTIZATION_KEYS},

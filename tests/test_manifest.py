@@ -26,8 +26,8 @@ def _as_version_1(m):
     m["schema_version"] = 1
     for a in m["artifacts"]:
         q = a.get("quantization") or {}
-        a["quantization"] = {**{k: v for k, v in q.items() if k != "details"}, **q.get("details", {}),
-                             **({"mode": "legacy key"} if q else {})}
+        a["quantization"] = {**{k: v for k, v in q.items() if k not in ("details", "float_nodes")},
+                             **q.get("details", {}), **({"mode": "legacy key", "float_layers": ["conv"]} if q else {})}
         a["parity"].pop("measured", None)
     m["artifacts"][0]["latency_ms"] = 1.5
     return m
@@ -51,6 +51,7 @@ def test_a_version_1_manifest_loads_through_its_migration(tmp_path, tiny_bundle)
     first, int8 = bundle.artifacts[0], bundle.artifact("onnx-int8")
     assert first.latency_ms == {} and first.measured_on is None  # one number, backend unknown: dropped
     assert int8.quantization.method == "static QDQ" and int8.quantization.details["mode"] == "legacy key"
+    assert int8.quantization.float_nodes == ["conv"] and "float_layers" not in int8.quantization.details  # v1's name
     assert all(a.parity.measured for a in bundle.artifacts)
     assert json.loads((b / "edgesdk.json").read_text())["schema_version"] == 1  # read, not rewritten
     with edgesdk.Runtime(b) as rt:
