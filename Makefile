@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.setup-stamp
 
-.PHONY: setup demo test bench lint clean
+.PHONY: setup demo test bench lint clean arm-check
 
 setup: $(STAMP)
 
@@ -51,8 +51,17 @@ bench: demo
 	$(PY) benchmarks/compare_tflite.py --bundle build/effnet --json build/compare_tflite.json
 	$(PY) benchmarks/eval_detect.py --bundle build/shapes --json build/eval_detect.json
 
+# The device side proven on 64-bit ARM under emulation (minutes; not part of `make test`): a cached
+# Debian arm64 root under build/arm64, edgesdk[runtimes] installed in it, the demo's bundles compared
+# there with this machine's outputs. Needs root (chroot, mounts) and Debian's debootstrap and qemu.
+arm-check: demo
+	@if ! command -v debootstrap >/dev/null 2>&1 || ! command -v qemu-aarch64-static >/dev/null 2>&1; then \
+		apt-get install -y -qq debootstrap qemu-user-static binfmt-support || \
+		(apt-get update -qq && apt-get install -y -qq debootstrap qemu-user-static binfmt-support); fi
+	$(PY) tools/arm_check.py
+
 lint: setup
-	$(VENV)/bin/ruff check edgesdk tests benchmarks apps examples
+	$(VENV)/bin/ruff check edgesdk tests benchmarks apps examples tools
 
 clean:
 	rm -rf build $(VENV)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import os
+import platform
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -121,7 +122,7 @@ class ParityCheck:
             return []
         runner = runners[0]  # parity on the first backend that runs the format; every one is timed
         step(f"Checking {art.file} on {runner.name}")
-        art.parity = replace(self.measure(art, path, runner), data=self.data,
+        art.parity = replace(self.measure(art, path, runner), data=self.data, arch=platform.machine(),
                              backend=f"{runner.name} (checks the file {art.format} builds from)" if proxy else runner.name)
         return [] if proxy or art.parity.problems else runners
 

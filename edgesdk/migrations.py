@@ -17,7 +17,7 @@ from .errors import ModelLoadError
 log = logging.getLogger(__name__)
 
 #: The manifest schema version this edgesdk writes and reads.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: The typed keys of a version-2 quantization record; version 1 kept every key at the top.
 _QUANTIZATION_KEYS = {"method", "weights", "activations", "calibration", "calibration_samples",
@@ -47,8 +47,15 @@ def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+def _v2_to_v3(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 3 added `arch` to parity records. An older record does not say where it was measured:
+    it stays unknown, never guessed."""
+    data["schema_version"] = 3
+    return data
+
+
 #: MIGRATIONS[v] takes a version-v manifest to version v + 1.
-MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2}
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 def migrate(data: Any, where: str) -> Any:

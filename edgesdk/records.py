@@ -82,6 +82,7 @@ class Parity(_Record):
     problems: list[str] = field(default_factory=list)
     data: str | None = None  # where the feeds came from
     backend: str | None = None  # which backend ran the artifact for the check
+    arch: str | None = None  # the CPU architecture it was measured on (int8 kernels differ between them)
 
     def to_dict(self) -> dict[str, Any]:
         out = _plain(self)

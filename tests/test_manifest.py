@@ -29,6 +29,7 @@ def _as_version_1(m):
         a["quantization"] = {**{k: v for k, v in q.items() if k not in ("details", "float_nodes")},
                              **q.get("details", {}), **({"mode": "legacy key", "float_layers": ["conv"]} if q else {})}
         a["parity"].pop("measured", None)
+        a["parity"].pop("arch", None)
     m["artifacts"][0]["latency_ms"] = 1.5
     return m
 
@@ -42,6 +43,31 @@ def test_records_round_trip_through_the_manifest(tiny_bundle):
         assert art.parity.measured and art.parity.samples > 0 and art.parity.outputs[0].name == "output"
     int8 = load_bundle(tiny_bundle).artifact("onnx-int8")
     assert int8.quantization.method == "static QDQ" and int8.quantization.calibration_samples == 40
+
+
+def test_parity_says_where_it_was_measured_and_the_ranking_says_so_elsewhere(tmp_path, tiny_bundle):
+    import platform
+
+    from edgesdk.hardware import HardwareProfile
+    from edgesdk.parity import Tolerance
+    from edgesdk.runtimes import rank
+
+    bundle = load_bundle(tiny_bundle)
+    assert {a.parity.arch for a in bundle.artifacts} == {platform.machine()}
+    here = HardwareProfile(arch=platform.machine(), system="Linux", cpu_model="host", cores=2, device="x86")
+    assert not any("measured on" in c.why for c in rank(bundle, Tolerance(), profile=here).candidates)
+    pi = HardwareProfile(arch="aarch64", system="Linux", cpu_model="Cortex-A76", cores=4, device="rpi")
+    whys = [c.why for c in rank(bundle, Tolerance(), profile=pi).candidates]
+    assert whys and all(f"parity was measured on {platform.machine()}, not here (aarch64)" in w for w in whys)
+
+
+def test_a_version_2_manifest_loads_with_its_parity_architecture_unknown(tmp_path, tiny_bundle):
+    b, m = _copy(tmp_path, tiny_bundle)
+    m["schema_version"] = 2
+    for a in m["artifacts"]:
+        a["parity"].pop("arch")
+    (b / "edgesdk.json").write_text(json.dumps(m))
+    assert all(a.parity.arch is None and a.parity.measured for a in load_bundle(b).artifacts)
 
 
 def test_a_version_1_manifest_loads_through_its_migration(tmp_path, tiny_bundle):
@@ -61,7 +87,7 @@ def test_a_version_1_manifest_loads_through_its_migration(tmp_path, tiny_bundle)
 @pytest.mark.parametrize("version, says", [
     (SCHEMA_VERSION + 1, "Upgrade edgesdk"),
     (0, "Re-convert the model"),
-    ("2", "Re-convert the model"),
+    ("3", "Re-convert the model"),
     (None, "Re-convert the model"),
 ])
 def test_an_unreadable_schema_version_is_refused_naming_both(tmp_path, tiny_bundle, version, says):

@@ -280,6 +280,8 @@ def rank(
         tier = f"tier {timing.device_rank(c) // 10} on {profile.device}"
         c.why = (f"{tier}; {ms:.2f} ms {where}" if ms is not None
                  else f"{tier}; not timed here, {c.backend.name} prefers {' > '.join(c.backend.precision_preference)}")
+        if c.artifact.parity.arch and c.artifact.parity.arch != profile.arch:
+            c.why += f"; its parity was measured on {c.artifact.parity.arch}, not here ({profile.arch})"
         ranking.candidates.append(c)
     if not ranking.candidates:
         detail = "; ".join(ranking.skipped) or "no artifact matches"
