@@ -229,6 +229,8 @@ def vad_feeds(bundle: Path, samples: int) -> list[dict[str, np.ndarray]]:
 
 
 FEEDS = {"classifier": classifier_feeds, "detector": detector_feeds, "vad": vad_feeds}
+#: Inputs per model beyond the classifier's (its count is --samples): each is seconds under emulation.
+SAMPLES = {"detector": 16, "vad": 50}
 
 
 def prepare_exchange(exchange: Path, samples: int) -> None:
@@ -238,7 +240,7 @@ def prepare_exchange(exchange: Path, samples: int) -> None:
         if not (src / "edgesdk.json").exists():
             raise SystemExit(f"{src} is missing: run `make demo` first (make arm-check does).")
         shutil.copytree(src, exchange / "bundles" / model)
-        feeds = FEEDS[model](src, samples)
+        feeds = FEEDS[model](src, SAMPLES.get(model, samples))
         save_feeds(exchange / "inputs" / f"{model}.npz", feeds)
         run_everywhere(exchange / "bundles" / model, exchange / "inputs" / f"{model}.npz", exchange / "host" / model,
                        isolate=False)
@@ -392,7 +394,7 @@ def print_report(rows: list[Row], int8: list[dict[str, Any]], device: dict[str, 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="tools/arm_check.py", description=__doc__.splitlines()[0])
-    ap.add_argument("--samples", type=int, default=50, help="inputs per model (photos 50..50+N for the classifier)")
+    ap.add_argument("--samples", type=int, default=50, help="classifier inputs: photos 50..50+N-1 (at most 50)")
     ap.add_argument("--rebuild-root", action="store_true", help="debootstrap the arm64 root again")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
