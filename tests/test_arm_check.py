@@ -118,3 +118,13 @@ def test_a_pair_that_kills_its_process_is_recorded_not_fatal(exchange, tmp_path)
     ok = arm_device._run_isolated(exchange / "bundles" / "classifier", "onnx-fp32", "onnxruntime",
                                   exchange / "inputs" / "classifier.npz", tmp_path / "out" / "y.npz")
     assert "error" not in ok and len(arm_check.load_outputs(tmp_path / "out" / "y.npz")) == 6
+
+
+def test_a_mismatch_on_a_pair_the_device_never_picks_is_reported_not_failed(exchange, tmp_path):
+    ex = _device(exchange, tmp_path, lambda stem, o: o[..., ::-1].copy() if "int8@openvino" in stem else o)
+    rows = arm_check.compare_model(ex, "classifier")
+    ranked = [f"{r.artifact}@{r.backend}" for r in rows if r.backend != "openvino" or "int8" not in r.artifact]
+    excused = arm_check.excuse_unranked(rows, {"choice": {"classifier": {"ranking": ranked}}})
+    assert [(r.artifact, r.backend) for r in excused] == [("onnx-int8", "openvino")]
+    assert "never picked automatically" in excused[0].vs_x86
+    assert arm_check.excuse_unranked(rows, {"choice": {"classifier": {"ranking": ranked + ["onnx-int8@openvino"]}}}) == []

@@ -57,8 +57,17 @@ def test_parity_says_where_it_was_measured_and_the_ranking_says_so_elsewhere(tmp
     here = HardwareProfile(arch=platform.machine(), system="Linux", cpu_model="host", cores=2, device="x86")
     assert not any("measured on" in c.why for c in rank(bundle, Tolerance(), profile=here).candidates)
     pi = HardwareProfile(arch="aarch64", system="Linux", cpu_model="Cortex-A76", cores=4, device="rpi")
-    whys = [c.why for c in rank(bundle, Tolerance(), profile=pi).candidates]
+    ranking = rank(bundle, Tolerance(), profile=pi)
+    whys = [c.why for c in ranking.candidates]
     assert whys and all(f"parity was measured on {platform.machine()}, not here (aarch64)" in w for w in whys)
+    # Elsewhere, an INT8 artifact's parity speaks only for the backend that measured it (ONNX Runtime).
+    pairs = {(c.artifact.id, c.backend.name) for c in ranking.candidates}
+    assert ("onnx-int8", "onnxruntime") in pairs and ("onnx-int8", "openvino") not in pairs
+    assert ("onnx-fp32", "openvino") in pairs  # FP32 is checked to 1e-4 on every arch: not filtered
+    assert any(s.startswith("onnx-int8 on openvino: its int8 parity was measured on onnxruntime") for s in ranking.skipped)
+    assert ("onnx-int8", "openvino") in {(c.artifact.id, c.backend.name) for c in rank(bundle, Tolerance(), profile=here).candidates}
+    named = rank(bundle, Tolerance(), precision="int8", profile=pi)  # the user asked: nothing filtered
+    assert ("onnx-int8", "openvino") in {(c.artifact.id, c.backend.name) for c in named.candidates}
 
 
 def test_a_version_2_manifest_loads_with_its_parity_architecture_unknown(tmp_path, tiny_bundle):

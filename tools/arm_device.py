@@ -62,6 +62,7 @@ def run_pair(bundle_dir: Path, artifact: str, backend: str, feeds_file: Path, ou
             t0 = time.perf_counter()
             outputs = [rt.run_all(f) for f in feeds]
             entry["seconds"] = round(time.perf_counter() - t0, 2)
+            entry["executes_in"] = rt.execution_precision
         save_outputs(out_file, outputs)
     except edgesdk.EdgeSDKError as exc:
         entry["error"] = str(exc)
@@ -109,7 +110,8 @@ def own_choice(bundle_dir: Path) -> dict[str, Any]:
         foreign = [a.id for a in rt.bundle.artifacts if a.latency_ms and a.measured_on != rt.profile.machine_id]
         return {"artifact": rt.artifact.id, "backend": rt.backend, "device": rt.profile.device,
                 "explanation": rt.explain(), "latencies_from_elsewhere": foreign,
-                "ranking": [f"{c.artifact.id}@{c.backend.name}" for c in rt.ranking.candidates]}
+                "ranking": [f"{c.artifact.id}@{c.backend.name}" for c in rt.ranking.candidates],
+                "skipped": list(rt.skipped)}
 
 
 def installed_sizes() -> dict[str, int]:

@@ -274,6 +274,8 @@ def rank(
     ranking = Ranking()
     pool = _artifact_pool(bundle, tolerance, precision, artifact, ranking.skipped)
     pairs = _runnable_pairs(pool, backend, ranking.skipped)
+    if artifact is None and precision == "auto":
+        pairs = [c for c in pairs if _parity_applies(c, profile, ranking.skipped)]
     timing = _Timing(profile, measured)
     for c in sorted(pairs, key=timing.key):
         ms, where = timing.ms(c)
@@ -329,6 +331,21 @@ def _runnable_pairs(pool: list[Artifact], backend: str, skipped: list[str]) -> l
             else:
                 skipped.append(f"{a.id} on {b.name}: {why}")
     return pairs
+
+
+def _parity_applies(c: Candidate, profile: HardwareProfile, skipped: list[str]) -> bool:
+    """Whether a reduced-precision artifact's recorded parity speaks for this pair here. Integer kernels
+    differ between architectures and backends: on an architecture other than the one parity was
+    measured on, only the backend that measured it is trusted (make arm-check found ONNX QDQ INT8 on
+    OpenVINO losing 2 points of top-1 on ARM where ONNX Runtime kept the x86 figure)."""
+    parity = c.artifact.parity
+    if c.artifact.precision == "fp32" or not parity.arch or parity.arch == profile.arch:
+        return True
+    if (parity.backend or "").split(" ")[0] == c.backend.name:
+        return True
+    skipped.append(f"{c.artifact.id} on {c.backend.name}: its {c.artifact.precision} parity was measured on "
+                   f"{parity.backend} on {parity.arch}, not on {c.backend.name} on {profile.arch}")
+    return False
 
 
 class _Timing:
