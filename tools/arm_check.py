@@ -36,6 +36,8 @@ import numpy as np
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent)]
 from arm_device import import_cost, run_everywhere  # noqa: E402
 
+from edgesdk.parity import compare  # noqa: E402 - numpy only
+
 log = logging.getLogger("arm_check")
 REPO = Path(__file__).resolve().parent.parent
 WORK = REPO / "build" / "arm64"
@@ -282,14 +284,12 @@ class Row:
 
 
 def judge(reference: list[list[np.ndarray]], got: list[list[np.ndarray]], precision: str, task: str | None,
-          names: list[str]) -> tuple[bool, str, Any]:
-    """(within the rules, what was measured, the Parity) of got against reference. FP32: max abs error
-    <= 1e-4, relative to the output's magnitude beyond +-1; other precisions: edgesdk.Tolerance."""
-    from edgesdk.parity import Tolerance, compare
+          names: list[str]) -> tuple[bool, str]:
+    """(within the rules, what was measured) of got against reference: edgesdk.Tolerance's rules, so
+    FP32 within 1e-4 (relative beyond +-1), other precisions by top-1 agreement or detection match."""
+    from edgesdk.parity import Tolerance
 
-    parity = compare(reference, got, names, task)
-    ok, why = Tolerance().accepts("fp32" if precision == "fp32" else precision, parity)
-    return ok, why, parity
+    return Tolerance().accepts(precision, compare(reference, got, names, task))
 
 
 def source_figure(parity: Any) -> str:
@@ -329,8 +329,8 @@ def compare_model(exchange: Path, model: str) -> list[Row]:
         if host_file is None:
             rows.append(Row(model, art_id, backend, "no x86 output to compare", "-", False))
             continue
-        ok, why, _ = judge(load_outputs(host_file), got, art.precision, bundle.task, names)
-        _, _, vs_source = judge(source, got, "int8", bundle.task, names)
+        ok, why = judge(load_outputs(host_file), got, art.precision, bundle.task, names)
+        vs_source = compare(source, got, names, bundle.task)
         rows.append(Row(model, art_id, backend, ("" if host_file == same else f"(x86 {host_file.stem}) ") + why,
                         source_figure(vs_source), ok, {"precision": art.precision}))
     return rows
@@ -349,8 +349,8 @@ def int8_table(exchange: Path) -> list[dict[str, Any]]:
             host_file = exchange / "host" / "classifier" / device_file.name
             if not host_file.exists():
                 continue
-            x86 = judge(source, load_outputs(host_file), "int8", bundle.task, names)[2].top1_agreement
-            arm = judge(source, load_outputs(device_file), "int8", bundle.task, names)[2].top1_agreement
+            x86 = compare(source, load_outputs(host_file), names, bundle.task).top1_agreement
+            arm = compare(source, load_outputs(device_file), names, bundle.task).top1_agreement
             table.append({"artifact": art.id, "backend": device_file.stem.split("@")[1], "x86": x86, "arm": arm,
                           "recorded": art.parity.top1_agreement, "samples": len(source)})
     return table
