@@ -127,9 +127,6 @@ class Quantization(_Record):
         kw["float_nodes"] = list(kw.get("float_nodes") or [])
         return cls(**kw)
 
-    def __bool__(self) -> bool:
-        return bool(self.to_dict())
-
 
 @dataclass
 class ArtifactIO(_Record):

@@ -27,7 +27,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -280,7 +280,6 @@ class Row:
     vs_x86: str
     vs_source: str
     ok: bool
-    figures: dict[str, Any] = field(default_factory=dict)
 
 
 def judge(reference: list[list[np.ndarray]], got: list[list[np.ndarray]], precision: str, task: str | None,
@@ -332,7 +331,7 @@ def compare_model(exchange: Path, model: str) -> list[Row]:
         ok, why = judge(load_outputs(host_file), got, art.precision, bundle.task, names)
         vs_source = compare(source, got, names, bundle.task)
         rows.append(Row(model, art_id, backend, ("" if host_file == same else f"(x86 {host_file.stem}) ") + why,
-                        source_figure(vs_source), ok, {"precision": art.precision}))
+                        source_figure(vs_source), ok))
     return rows
 
 
