@@ -283,6 +283,7 @@ def _convert_all(plan: list[tuple[Any, list[str]]], prepared: Prepared, stage: P
         if not wanted:
             continue
         step(f"Converting to {conv.name} ({', '.join(wanted)})")
+        _warn_fixed_batch(conv.name, options)
         job = ConversionJob(prepared.source, wanted, stage, prepared.calibration, options, artifacts)
         for art in conv.convert(job):
             _hash(art, stage)
@@ -291,6 +292,15 @@ def _convert_all(plan: list[tuple[Any, list[str]]], prepared: Prepared, stage: P
             _judge(art, tolerance)
             artifacts.append(art)
     return artifacts, timed
+
+
+def _warn_fixed_batch(fmt: str, options: dict[str, Any]) -> None:
+    """Say when a dynamic batch was asked for a format whose backends run one batch size only."""
+    runners = [b for b in backends() if fmt in b.formats]
+    if options.get("dynamic_batch") and runners and not any(b.dynamic_batch for b in runners):
+        log.warning("%s artifacts keep the example input's batch: %s refuses other batch sizes with an "
+                    "InputError. Formats whose backends take any batch: %s.", fmt, ", ".join(b.name for b in runners),
+                    ", ".join(sorted({f for b in backends() if b.dynamic_batch for f in b.formats})))
 
 
 def _judge(art: Artifact, tolerance: Tolerance) -> None:

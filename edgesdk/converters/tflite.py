@@ -19,7 +19,6 @@ one of two forms (option tflite_int8):
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import io
 import logging
@@ -41,6 +40,7 @@ from ..errors import BackendUnavailable, CalibrationError, ConversionError
 from ..onnx_tools import tail_nodes
 from ..options import Option
 from ..records import ArtifactIO, Quantization
+from ..stdio import last_lines, quiet_stdout
 from . import ConversionJob, Converter
 
 log = logging.getLogger(__name__)
@@ -56,11 +56,6 @@ import onnx2tf
 onnx2tf.convert(input_onnx_file_path=sys.argv[1], output_folder_path=sys.argv[2], non_verbose=True,
                 output_signaturedefs=True, copy_onnx_input_output_names_to_tflite=True)
 """
-
-
-def _last_lines(text: str, n: int = 3) -> str:
-    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith(("I0000", "W0000"))]
-    return " | ".join(lines[-n:]) or "no message"
 
 
 def onnx2tf_version() -> str:
@@ -115,7 +110,7 @@ def _run_onnx2tf(onnx_path: Path, folder: Path, job: ConversionJob) -> None:
                             cwd=work, env=env, capture_output=True, text=True, timeout=3600)
     if result.returncode != 0 or not (folder / "saved_model.pb").is_file():
         raise ConversionError(f"onnx2tf could not convert the model (exit {result.returncode}): "
-                              f"{_last_lines(result.stderr + result.stdout)}")
+                              f"{last_lines(result.stderr + result.stdout)}")
 
 
 def _sample_nhwc(job: ConversionJob) -> np.ndarray:
@@ -179,27 +174,6 @@ def _converter(saved_model: Path) -> Any:
     return tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
 
 
-@contextlib.contextmanager
-def quiet_stdout() -> Iterator[None]:
-    """Silence stdout down to the file descriptor: TFLite's C++ converter prints its settings there."""
-    sys.stdout.flush()
-    try:
-        saved = os.dup(1)
-    except OSError:  # no real fd 1 (some embedded interpreters)
-        with contextlib.redirect_stdout(io.StringIO()):
-            yield
-        return
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 1)
-            with contextlib.redirect_stdout(io.StringIO()):
-                yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
-
-
 def _quiet_convert(converter: Any) -> bytes:
     with quiet_stdout():
         return converter.convert()
@@ -229,7 +203,7 @@ def quantize_int8(saved_model: Path, job: ConversionJob, perms: list[Any], fp32_
         try:
             return _quiet_convert(conv), record
         except Exception as exc:
-            raise ConversionError(f"TFLite full-integer quantization failed: {_last_lines(str(exc), 1)}") from None
+            raise ConversionError(f"TFLite full-integer quantization failed: {last_lines(str(exc), 1)}") from None
     wanted = job.options.get("tflite_float_layers", DEFAULT_FLOAT_LAYERS)
     # The element-wise tail after the last weighted layer (a detector's box decoding and the concat of
     # pixel boxes with scores) stays in float: one int8 scale cannot hold both.
@@ -239,7 +213,7 @@ def quantize_int8(saved_model: Path, job: ConversionJob, perms: list[Any], fp32_
             warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")  # the debugger's own use
             return _selective(conv, dataset, wanted, tail, record), record
     except Exception as exc:
-        raise ConversionError(f"TFLite INT8 quantization failed: {_last_lines(str(exc), 1)}") from None
+        raise ConversionError(f"TFLite INT8 quantization failed: {last_lines(str(exc), 1)}") from None
 
 
 def _selective(conv: Any, dataset: Any, wanted: int | list[str], tail: list[str], record: Quantization) -> bytes:
@@ -349,10 +323,6 @@ class TFLiteConverter(Converter):
             io_perms = layout_permutations(probe, job, channels_last)
             probe.close()  # its specs stay readable
             layout = "NHWC" if any(io_perms.inputs) else (job.source.inputs[0].layout if job.source.inputs else None)
-            if job.options.get("dynamic_batch"):
-                log.warning("TFLite artifacts keep the example input's batch (%s): the TFLite backend refuses "
-                            "other batch sizes with an InputError; ONNX and OpenVINO take any batch.",
-                            probe.inputs[0].shape[0] if probe.inputs else "?")
             for precision in job.precisions:
                 name, data, quant = self._one_precision(precision, saved_model, fp32_bytes, io_perms, job)
                 (job.stage / name).write_bytes(data)
@@ -382,7 +352,7 @@ class TFLiteConverter(Converter):
         try:
             return _quiet_convert(_converter(saved_model))
         except Exception as exc:
-            raise ConversionError(f"TFLiteConverter failed on the model: {_last_lines(str(exc), 1)}") from None
+            raise ConversionError(f"TFLiteConverter failed on the model: {last_lines(str(exc), 1)}") from None
 
 
 CONVERTER = TFLiteConverter()

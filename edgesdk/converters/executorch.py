@@ -1,0 +1,143 @@
+"""ExecuTorch target (PyTorch Mobile's successor): a .pte program with the graph delegated to XNNPACK.
+
+Route: torch.export -> to_edge_transform_and_lower(XnnpackPartitioner) -> to_executorch. It starts
+from the torch module itself (ExecuTorch has no ONNX importer), so a torch module, TorchScript-free
+torch.export file or factory is needed; ONNX and Keras sources get a ConversionError saying so.
+The program has a fixed batch (memory is planned for it) and positional inputs and outputs; the
+manifest declares them as input_0.. / output_0.. and the Runtime maps the source's names onto them.
+
+INT8 is PT2E static quantization with ExecuTorch's XNNPACKQuantizer (int8 activations per tensor,
+symmetric int8 weights per channel) calibrated on the CalibrationSet. Layers named in
+executorch_float_modules stay in float (default: the last Linear, the classifier head, whose int8
+error moves top-1 most; a detector's element-wise tail is never quantized by XNNPACK's patterns).
+There is no FP16 target: XNNPACK's fp16 kernels need the model itself in half precision (fp16 inputs),
+and x86 CPUs have no fp16 arithmetic to measure it on."""
+
+from __future__ import annotations
+
+import logging
+import time
+from importlib.metadata import version
+from typing import Any
+
+from ..bundle import Artifact
+from ..errors import CalibrationError, ConversionError, first_line
+from ..options import Option
+from ..records import ArtifactIO, Quantization
+from . import ConversionJob, Converter
+
+log = logging.getLogger(__name__)
+
+
+def _torch_parts(job: ConversionJob) -> tuple[Any, tuple[Any, ...]]:
+    """(module, example inputs) of a torch source; ConversionError for any other."""
+    module, example = getattr(job.source, "module", None), getattr(job.source, "example_inputs", None)
+    if module is None or example is None or not hasattr(module, "forward"):
+        raise ConversionError(f"ExecuTorch converts torch models only; this source is {job.source.kind}. Give the "
+                              "torch module (or a torch.export .pt2 file or a --factory) instead.")
+    return module, tuple(example)
+
+
+def _lower(exported: Any) -> bytes:
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()])
+    return edge.to_executorch().buffer
+
+
+def _export(module: Any, example: tuple[Any, ...]) -> Any:
+    import torch
+
+    try:
+        return torch.export.export(module, example)
+    except Exception as exc:  # noqa: BLE001 - torch.export raises many types, each with a long trace
+        raise ConversionError(f"torch.export could not capture the model for ExecuTorch: {first_line(exc)}") from None
+
+
+def _float_modules(module: Any, job: ConversionJob) -> list[str]:
+    """Module names INT8 leaves in float: as given, else the last Linear (the classifier head)."""
+    import torch
+
+    given = job.options.get("executorch_float_modules")
+    if given is not None:
+        return [str(n) for n in given]
+    linears = [name for name, m in module.named_modules() if isinstance(m, torch.nn.Linear)]
+    return linears[-1:]
+
+
+def quantize(module: Any, example: tuple[Any, ...], job: ConversionJob) -> tuple[Any, Quantization]:
+    """The PT2E-quantized module, calibrated on the CalibrationSet, and its record."""
+    import torch
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from torchao.quantization.pt2e.quantizer import get_module_name_filter
+
+    calib = job.calibration
+    if calib is None:
+        raise CalibrationError("ExecuTorch INT8 needs calibration data: pass calib= (a folder of images, a .npy/.npz, "
+                               "or an iterable of inputs) or --calib on the CLI.")
+    calib.check_representative()
+    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    floats = _float_modules(module, job)
+    if floats:
+        in_float = [get_module_name_filter(name) for name in floats]
+        quantizer.set_filter_function(lambda node: not any(f(node) for f in in_float))
+    prepared = prepare_pt2e(_export(module, example).module(), quantizer)
+    names = [s.name for s in job.source.inputs]
+    started = time.perf_counter()
+    with torch.no_grad():
+        for sample in calib.samples:
+            prepared(*(torch.from_numpy(sample[n]) for n in names))
+    log.info("ExecuTorch INT8 calibration on %d samples took %.0f s", len(calib), time.perf_counter() - started)
+    record = Quantization(method="PT2E XNNPACKQuantizer (static)", weights="int8 per-channel symmetric",
+                          activations="int8 per-tensor", calibration="histogram observer", float_nodes=floats,
+                          calibration_samples=len(calib), calibration_source=calib.source)
+    return convert_pt2e(prepared), record
+
+
+class ExecuTorchConverter(Converter):
+    name = "executorch"
+    precisions = ("fp32", "int8")
+    modules = ("executorch",)
+    extra = "executorch"
+    options = (
+        Option("executorch_float_modules", "list", None, "torch module names ExecuTorch INT8 keeps in float "
+               "(default: the last Linear); 'none' quantizes every supported op."),
+    )
+    presets = {"android": ("fp32", "int8")}
+
+    def convert(self, job: ConversionJob) -> list[Artifact]:
+        self.require()
+        module, example = _torch_parts(job)
+        versions = {"executorch": version("executorch"), "torch": version("torch")}
+        io = ArtifactIO(input_names=[f"input_{i}" for i in range(len(job.source.inputs))],
+                        output_names=[f"output_{i}" for i in range(len(job.source.outputs))])
+        layout = job.source.inputs[0].layout if job.source.inputs else None
+        made = []
+        for precision in job.precisions:
+            if precision not in self.precisions:
+                raise ConversionError(f"ExecuTorch has no precision '{precision}'; choose from {self.precisions}.")
+            quant = Quantization()
+            source = module
+            if precision == "int8":
+                source, quant = quantize(module, example, job)
+            file = "model.pte" if precision == "fp32" else f"model.{precision}.pte"
+            (job.stage / file).write_bytes(self._program(source, example))
+            made.append(Artifact(file=file, format="executorch", precision=precision, layout=layout,
+                                 versions=dict(versions), quantization=quant, io=io))
+        return made
+
+    def _program(self, module: Any, example: tuple[Any, ...]) -> bytes:
+        try:
+            return _lower(_export(module, example))
+        except ConversionError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - lowering failures come from deep inside exir
+            raise ConversionError(f"ExecuTorch could not lower the model to XNNPACK: {first_line(exc)}") from None
+
+
+CONVERTER = ExecuTorchConverter()
