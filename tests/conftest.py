@@ -94,9 +94,11 @@ def every_format(tmp_path_factory: pytest.TempPathFactory, image_folder: Path, t
     from tests.models import tiny_cnn
 
     out = tmp_path_factory.mktemp("sel") / "all"
-    edgesdk.convert(tiny_cnn(), torch.zeros(1, 3, 32, 32), targets=["onnx", "openvino", "tflite", "tensorrt"],
+    edgesdk.convert(tiny_cnn(), torch.zeros(1, 3, 32, 32),
+                    targets=["onnx", "openvino", "tflite", "tensorrt", "mnn", "ncnn", "executorch"],
                     precisions={"onnx": ["fp32", "int8"], "openvino": ["fp32", "int8"], "tflite": ["fp32", "int8"],
-                                "tensorrt": ["fp16", "int8"]},
+                                "tensorrt": ["fp16", "int8"], "mnn": ["fp32", "int8"], "ncnn": ["fp32", "fp16"],
+                                "executorch": ["fp32", "int8"]},
                     calib=image_folder, preprocess=tiny_preprocess, labels=[f"class{i}" for i in range(10)], out=out,
                     options={"int8_float_nodes": []})
     return out

@@ -78,9 +78,12 @@ def test_ranking_per_device(every_format, root, first):
         cpu_fallbacks = ("tflite", "openvino") if root == "jetson_orin" else ("openvino", "tflite")  # x86 CPU: OpenVINO
         assert order.index("onnxruntime") < order.index(cpu_fallbacks[0]) < order.index(cpu_fallbacks[1])
     elif root in ("pi5", "android"):
-        assert order[:2] == ["tflite", "tflite"] and order.index("onnxruntime") < order.index("openvino")
-    else:
-        assert set(order[:4]) == {"openvino", "onnxruntime"} and order[-1] == "tflite"
+        # the ARM tier: TFLite first among the unmeasured, then the device's other mobile runtimes, then ORT
+        tier = {"pi5": {"tflite", "ncnn", "mnn"}, "android": {"tflite", "mnn", "executorch"}}[root]
+        assert set(order[:order.index("onnxruntime")]) == tier and order.index("onnxruntime") < order.index("openvino")
+    else:  # x86: OpenVINO and ONNX Runtime, then the mobile runtimes
+        assert set(order[:4]) == {"openvino", "onnxruntime"}
+        assert set(order[order.index("tflite"):]) == {"tflite", "mnn", "ncnn", "executorch"}
 
 
 def test_x86_takes_whichever_was_measured_faster(every_format, tmp_path):
@@ -173,7 +176,8 @@ def test_tensorrt_engine_keys_and_build_settings():
 
 def test_target_presets_on_the_cli(capsys, tmp_path, image_folder):
     for device, expected in (("jetson", {"onnx-fp32", "tensorrt-fp16", "tensorrt-int8"}),
-                             ("rpi", {"tflite-fp32", "tflite-int8", "onnx-fp32", "onnx-int8"})):
+                             ("rpi", {"tflite-fp32", "tflite-int8", "onnx-fp32", "onnx-int8", "mnn-fp32", "mnn-int8",
+                                      "ncnn-fp32", "ncnn-fp16"})):
         code, out, err = cli(capsys, "convert", "--factory", "tests.models:tiny_cnn", "-o", str(tmp_path / device),
                              "--target", device, "--calib", str(image_folder), "--resize", "36")
         assert code == 0, err

@@ -22,11 +22,15 @@ from typing import Any
 
 from ..bundle import Artifact
 from ..errors import CalibrationError, ConversionError, first_line
+from ..onnx_tools import tail_nodes
 from ..options import Option
 from ..records import ArtifactIO, Quantization
 from . import ConversionJob, Converter
 
 log = logging.getLogger(__name__)
+
+#: aten ops that carry weights: the quantized layers an output tail comes after.
+WEIGHTED_TARGETS = ("convolution", "conv2d", "conv1d", "linear", "matmul", "addmm")
 
 
 def _torch_parts(job: ConversionJob) -> tuple[Any, tuple[Any, ...]]:
@@ -66,6 +70,15 @@ def _float_modules(module: Any, job: ConversionJob) -> list[str]:
     return linears[-1:]
 
 
+def float_tail(graph_module: Any) -> set[str]:
+    """FX nodes after the last conv / linear on every path to the outputs (a detector's box decoding):
+    one int8 scale across pixel boxes and [0, 1] scores would round the scores away, so they stay float."""
+    nodes = [n for n in graph_module.graph.nodes if n.op == "call_function"]
+    weighted = [any(k in str(n.target) for k in WEIGHTED_TARGETS) for n in nodes]
+    tail = tail_nodes(nodes, [list(n.all_input_nodes) for n in nodes], [[n] for n in nodes], weighted)
+    return {nodes[i].name for i in tail}
+
+
 def quantize(module: Any, example: tuple[Any, ...], job: ConversionJob) -> tuple[Any, Quantization]:
     """The PT2E-quantized module, calibrated on the CalibrationSet, and its record."""
     import torch
@@ -82,11 +95,11 @@ def quantize(module: Any, example: tuple[Any, ...], job: ConversionJob) -> tuple
                                "or an iterable of inputs) or --calib on the CLI.")
     calib.check_representative()
     quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
-    floats = _float_modules(module, job)
-    if floats:
-        in_float = [get_module_name_filter(name) for name in floats]
-        quantizer.set_filter_function(lambda node: not any(f(node) for f in in_float))
-    prepared = prepare_pt2e(_export(module, example).module(), quantizer)
+    graph_module = _export(module, example).module()
+    floats, tail = _float_modules(module, job), float_tail(graph_module)
+    in_float = [get_module_name_filter(name) for name in floats]
+    quantizer.set_filter_function(lambda node: node.name not in tail and not any(f(node) for f in in_float))
+    prepared = prepare_pt2e(graph_module, quantizer)
     names = [s.name for s in job.source.inputs]
     started = time.perf_counter()
     with torch.no_grad():
@@ -94,7 +107,8 @@ def quantize(module: Any, example: tuple[Any, ...], job: ConversionJob) -> tuple
             prepared(*(torch.from_numpy(sample[n]) for n in names))
     log.info("ExecuTorch INT8 calibration on %d samples took %.0f s", len(calib), time.perf_counter() - started)
     record = Quantization(method="PT2E XNNPACKQuantizer (static)", weights="int8 per-channel symmetric",
-                          activations="int8 per-tensor", calibration="histogram observer", float_nodes=floats,
+                          activations="int8 per-tensor", calibration="histogram observer",
+                          float_nodes=floats + sorted(tail),
                           calibration_samples=len(calib), calibration_source=calib.source)
     return convert_pt2e(prepared), record
 

@@ -52,6 +52,14 @@ class MNNConverter(Converter):
     extra = "mnn"
     presets = {"rpi": ("fp32", "int8"), "android": ("fp32", "fp16", "int8"), "arm": ("fp32", "int8")}
 
+    def available(self) -> tuple[bool, str]:
+        """Found without importing it: `import MNN` prints on stdout, and the converter runs in a child."""
+        from importlib.util import find_spec
+
+        if find_spec("_tools") is None or find_spec("MNN") is None:
+            return False, f"the mnn wheel is not installed; pip install 'edgesdk[{self.extra}]'"
+        return True, version("mnn")
+
     def convert(self, job: ConversionJob) -> list[Artifact]:
         self.require()
         versions = {"mnn": version("mnn")}

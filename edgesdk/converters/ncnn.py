@@ -90,7 +90,8 @@ class NCNNConverter(Converter):
         Option("ncnn_int8_method", "str", "kl", "ncnn2table's calibration: kl (97.2% top-1 agreement on "
                "EfficientNet-Lite0), aciq (85%) or eq.", choices=("kl", "aciq", "eq")),
     )
-    presets = {"rpi": ("fp32", "int8"), "arm": ("fp32", "int8"), "android": ("fp32", "fp16")}
+    # fp16 where the presets go: Cortex-A76 and newer compute in it; INT8 needs ncnn's own tools, so only on request.
+    presets = {"rpi": ("fp32", "fp16"), "arm": ("fp32", "fp16"), "android": ("fp32", "fp16")}
 
     def convert(self, job: ConversionJob) -> list[Artifact]:
         self.require()

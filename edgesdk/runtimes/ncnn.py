@@ -135,7 +135,7 @@ class NCNNBackend(Backend):
     extra = "ncnn"
     precision_preference = ("int8", "fp16", "fp32")
     # What Ultralytics measures fastest on a Raspberry Pi 5 beside OpenVINO; behind ORT/OpenVINO on x86.
-    device_rank = {"rpi": 1, "arm": 1, "android": 2, "x86": 32, "jetson": 32, "nvidia": 42}
+    device_rank = {"rpi": 1, "arm": 1, "android": 21, "x86": 32, "jetson": 32, "nvidia": 42}
 
     def available(self) -> tuple[bool, str]:
         try:
