@@ -44,7 +44,11 @@ WORK = REPO / "build" / "arm64"
 ROOT, EXCHANGE = WORK / "root", WORK / "exchange"
 VENV, SRC, MNT = "/opt/edgesdk", "/opt/edgesdk-src", "/mnt/exchange"
 MIRROR = "http://deb.debian.org/debian"
-BUNDLES = {"classifier": REPO / "build" / "effnet", "detector": REPO / "build" / "shapes", "vad": REPO / "build" / "vad"}
+BUNDLES = {"classifier": REPO / "build" / "effnet", "classifier-mobile": REPO / "build" / "effnet-arm-mobile",
+           "detector": REPO / "build" / "shapes", "vad": REPO / "build" / "vad"}
+#: The classifier in the device-side mobile formats `edgesdk[runtimes]` carries (MNN, NCNN), made here if
+#: missing. ExecuTorch is left out: its runtime links libtorch, so it is not part of `runtimes`.
+MOBILE = {"mnn": ["fp32", "int8"], "ncnn": ["fp32", "fp16"]}
 CHROOT_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root",
               "LANG": "C.UTF-8", "PIP_DEFAULT_TIMEOUT": "180", "PIP_DISABLE_PIP_VERSION_CHECK": "1",
               "PIP_CERT": "/etc/ssl/certs/ca-certificates.crt", "PYTHONDONTWRITEBYTECODE": "1",
@@ -243,14 +247,30 @@ def vad_feeds(bundle: Path, samples: int) -> list[dict[str, np.ndarray]]:
     return windows[::step][:samples]
 
 
-FEEDS = {"classifier": classifier_feeds, "detector": detector_feeds, "vad": vad_feeds}
+FEEDS = {"classifier": classifier_feeds, "classifier-mobile": classifier_feeds, "detector": detector_feeds,
+         "vad": vad_feeds}
 #: Inputs per model beyond the classifier's (its count is --samples): each is seconds under emulation.
 SAMPLES = {"detector": 16, "vad": 50}
+
+
+def ensure_mobile_bundle(folder: Path) -> None:
+    """EfficientNet-Lite0 in MOBILE's formats, calibrated on photos 0-49 and checked on 50-99 like the demo's."""
+    if (folder / "edgesdk.json").exists():
+        return
+    import torch
+
+    import edgesdk
+    from edgesdk import zoo
+
+    calib, evaluation = zoo.split_photos(REPO / "build" / "photos")
+    edgesdk.convert(zoo.efficientnet_lite0(), torch.zeros(1, 3, 224, 224), targets=list(MOBILE), precisions=MOBILE,
+                    calib=calib, validation=evaluation, out=folder)
 
 
 def prepare_exchange(exchange: Path, samples: int) -> None:
     """Copy the bundles, write the inputs, and run every artifact on every backend here."""
     shutil.rmtree(exchange, ignore_errors=True)
+    ensure_mobile_bundle(BUNDLES["classifier-mobile"])
     for model, src in BUNDLES.items():
         if not (src / "edgesdk.json").exists():
             raise SystemExit(f"{src} is missing: run `make demo` first (make arm-check does).")
@@ -337,15 +357,19 @@ def compare_model(exchange: Path, model: str) -> list[Row]:
 
 def int8_table(exchange: Path) -> list[dict[str, Any]]:
     """Each INT8 classifier artifact's top-1 agreement with the source FP32, on x86 and on ARM."""
+    return [row for model in ("classifier", "classifier-mobile") for row in _int8_rows(exchange, model)]
+
+
+def _int8_rows(exchange: Path, model: str) -> list[dict[str, Any]]:
     import edgesdk
 
-    bundle = edgesdk.load_bundle(exchange / "bundles" / "classifier")
+    bundle = edgesdk.load_bundle(exchange / "bundles" / model)
     names = [s.name for s in bundle.outputs]
-    source = load_outputs(reference_file(exchange / "host" / "classifier", bundle))
+    source = load_outputs(reference_file(exchange / "host" / model, bundle))
     table = []
     for art in (a for a in bundle.artifacts if a.precision == "int8"):
-        for device_file in sorted((exchange / "device" / "classifier").glob(f"{art.id}@*.npz")):
-            host_file = exchange / "host" / "classifier" / device_file.name
+        for device_file in sorted((exchange / "device" / model).glob(f"{art.id}@*.npz")):
+            host_file = exchange / "host" / model / device_file.name
             if not host_file.exists():
                 continue
             x86 = compare(source, load_outputs(host_file), names, bundle.task).top1_agreement
