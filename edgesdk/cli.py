@@ -386,7 +386,7 @@ def doctor(model: str | None, autotune: bool, hardware_root: str | None) -> None
     for c in converters():
         ok, why = c.available()
         table.add_row(c.name, ", ".join(c.precisions), "[green]ready[/]" if ok else f"[red]missing[/]: {why}",
-                      ", ".join(f"{m} {_version(m)}" for m in ("torch", *c.modules, *c.optional)))
+                      ", ".join([*(f"{m} {_version(m)}" for m in ("torch", *c.modules, *c.optional)), *c.notes()]))
     results_console.print(table)
     if model:
         from .runtime import Runtime

@@ -105,6 +105,28 @@ def every_format(tmp_path_factory: pytest.TempPathFactory, image_folder: Path, t
 
 
 @pytest.fixture(scope="session")
+def effnet_mobile_bundle(tmp_path_factory: pytest.TempPathFactory, photos: tuple[Path, Path]) -> Path:
+    """EfficientNet-Lite0 in ExecuTorch and MNN (FP32, INT8) and NCNN (FP32; INT8 too where ncnn's tools are)."""
+    import torch
+
+    import edgesdk
+    from edgesdk import zoo
+    from edgesdk.converters.ncnn import int8_tools
+    from edgesdk.errors import BackendUnavailable
+
+    try:
+        ncnn = ["fp32", "int8"] if int8_tools() else ["fp32"]
+    except BackendUnavailable:
+        ncnn = ["fp32"]
+    calib, evaluation = photos
+    out = tmp_path_factory.mktemp("bundles") / "effnet-mobile"
+    edgesdk.convert(zoo.efficientnet_lite0(), torch.zeros(1, 3, 224, 224), targets=["executorch", "mnn", "ncnn"],
+                    precisions={"executorch": ["fp32", "int8"], "mnn": ["fp32", "int8"], "ncnn": ncnn},
+                    calib=calib, validation=evaluation, out=out)
+    return out
+
+
+@pytest.fixture(scope="session")
 def photos(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """The 100 real photos of the ai-benchmark wheel: 0-49 for calibration, 50-99 held out."""
     from edgesdk import zoo

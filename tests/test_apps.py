@@ -38,13 +38,29 @@ ARTIFACTS = ["onnx-fp32", "onnx-int8", "openvino-fp32", "openvino-int8", "tflite
 
 @pytest.mark.integration
 def test_classify_app_on_every_artifact(effnet_bundle, photos, tmp_path, capsys):
-    _, evaluation = photos
+    present = {a["id"] for a in json.loads((effnet_bundle / "edgesdk.json").read_text())["artifacts"]}
+    _classify_each(effnet_bundle, [a for a in ARTIFACTS if a in present], photos[1], tmp_path, capsys)
+    assert len((tmp_path / "c.jsonl").read_text().splitlines()) == 3
+
+
+@pytest.mark.integration
+def test_classify_app_on_the_mobile_formats(effnet_mobile_bundle, photos, tmp_path, capsys):
+    """ExecuTorch, MNN and NCNN artifacts through the same app, and each INT8 within the 97% its
+    recipe is tuned to (top-1 agreement on photos 50-99, recorded at conversion)."""
+    bundle = json.loads((effnet_mobile_bundle / "edgesdk.json").read_text())
+    for art in bundle["artifacts"]:
+        assert not art["parity"].get("problems"), art["id"]
+        if art["precision"] == "int8":
+            assert art["parity"]["top1_agreement"] >= 0.97, (art["id"], art["parity"]["top1_agreement"])
+    _classify_each(effnet_mobile_bundle, [a["id"] for a in bundle["artifacts"]], photos[1], tmp_path, capsys)
+
+
+def _classify_each(bundle: Path, artifacts: list[str], evaluation: Path, tmp_path: Path, capsys) -> None:
     bad = tmp_path / "broken.jpg"
     bad.write_text("not an image")
-    present = {a["id"] for a in json.loads((effnet_bundle / "edgesdk.json").read_text())["artifacts"]}
-    for artifact in [a for a in ARTIFACTS if a in present]:
+    for artifact in artifacts:
         code = classify.main([str(evaluation / "55.jpg"), str(evaluation / "57.jpg"), str(bad), "--model",
-                              str(effnet_bundle), "--artifact", artifact, "--json", "--log", str(tmp_path / "c.jsonl")])
+                              str(bundle), "--artifact", artifact, "--json", "--log", str(tmp_path / "c.jsonl")])
         out = json.loads(capsys.readouterr().out)
         assert code == 2  # the unreadable image is reported; the others are classified
         by_input = {Path(r["input"]).name: r for r in out["results"]}
@@ -53,7 +69,6 @@ def test_classify_app_on_every_artifact(effnet_bundle, photos, tmp_path, capsys)
         assert "Cannot read" in by_input["broken.jpg"]["error"]
         assert out["artifact"] == artifact and set(out["latency"]["stages"]) == {"decode", "preprocess", "infer",
                                                                                  "postprocess"}
-    assert len((tmp_path / "c.jsonl").read_text().splitlines()) == 3
 
 
 def test_classify_app_needs_a_model(tmp_path, capsys):

@@ -43,6 +43,10 @@ class Converter(Plugin):
     def describe(self) -> str:
         return f"Converting to {self.name}"
 
+    def notes(self) -> list[str]:
+        """Facts for `edgesdk doctor` beyond its libraries (e.g. whether NCNN's INT8 tools are found)."""
+        return []
+
     def convert(self, job: ConversionJob) -> list[Artifact]:
         """Write the requested precisions of this format into job.stage; return their records
         (parity is filled in afterwards by edgesdk.convert)."""

@@ -99,6 +99,12 @@ class NCNNConverter(Converter):
     # fp16 where the presets go: Cortex-A76 and newer compute in it; INT8 needs ncnn's own tools, so only on request.
     presets = {"rpi": ("fp32", "fp16"), "arm": ("fp32", "fp16"), "android": ("fp32", "fp16")}
 
+    def notes(self) -> list[str]:
+        try:
+            return ["int8 tools: " + ", ".join(str(p) for p in int8_tools().values())]
+        except BackendUnavailable:
+            return ["int8: ncnn2table/ncnn2int8 not found (README: NCNN INT8)"]
+
     def convert(self, job: ConversionJob) -> list[Artifact]:
         self.require()
         pnnx = pnnx_binary()
