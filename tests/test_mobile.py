@@ -63,7 +63,7 @@ def test_executorch_program_that_aborts_the_loader_is_an_error_here(every_format
     good = (every_format / "model.pte").read_bytes()
     bad = tmp_path / "bad.pte"
     bad.write_bytes(good[:8] + np.random.default_rng(3).bytes(len(good) - 8))
-    with pytest.raises(ModelLoadError, match="cannot load"):
+    with pytest.raises(ModelLoadError, match="cannot be loaded by ExecuTorch"):
         get_backend("executorch").open(bad)
 
 

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import subprocess
-import sys
 import threading
 from functools import lru_cache
 from pathlib import Path
@@ -27,14 +25,13 @@ from ..cache import cache_dir
 from ..errors import InferenceError, ModelLoadError, first_line
 from ..pool import WorkerPool
 from ..specs import TensorSpec, check_feeds, guess_layout
-from . import Backend
+from . import Backend, load_in_child
 
 log = logging.getLogger(__name__)
 
 #: ExecuTorch ScalarType codes -> numpy dtype names
 _DTYPES = {0: "uint8", 1: "int8", 2: "int16", 3: "int32", 4: "int64", 5: "float16", 6: "float32", 7: "float64",
            11: "bool"}
-PROBE_TIMEOUT_S = 300
 _PROBE = """
 import sys
 from executorch.runtime import Runtime
@@ -74,16 +71,7 @@ def _probe(path: Path) -> None:
     marker = cache_dir() / "executorch-loads" / digest
     if marker.exists():
         return
-    try:
-        result = subprocess.run([sys.executable, "-c", _PROBE, str(path)], capture_output=True, text=True,
-                                timeout=PROBE_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        raise ModelLoadError(f"{path} did not load in {PROBE_TIMEOUT_S} s in a child process.") from None
-    if result.returncode != 0:
-        why = f"signal {-result.returncode}" if result.returncode < 0 else (
-            (result.stderr.strip().splitlines() or [f"exit {result.returncode}"])[-1])
-        raise ModelLoadError(f"ExecuTorch cannot load {path} ({why}); it may be corrupt or need kernels this "
-                             "runtime lacks. Re-convert it.")
+    load_in_child(_PROBE, path, "ExecuTorch")
     try:
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.touch()

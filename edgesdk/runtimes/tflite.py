@@ -12,8 +12,6 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +20,7 @@ import numpy as np
 from ..errors import BackendUnavailable, InferenceError, InputError, ModelLoadError, first_line
 from ..pool import WorkerPool
 from ..specs import TensorSpec, guess_layout
-from . import Backend
+from . import Backend, load_in_child
 
 log = logging.getLogger(__name__)
 
@@ -79,28 +77,13 @@ it.allocate_tensors()
 """
 
 
-PROBE_TIMEOUT_S = 300
-
-
 def probe_in_subprocess(path: Path, module: str, attr: str) -> None:
     """Open the file in a child process first: a segfault there is an error here, not a crash."""
     if module == "tensorflow":
         code = "import sys\nimport tensorflow as tf\nit = tf.lite.Interpreter(model_path=sys.argv[1])\nit.allocate_tensors()\n"
     else:
         code = _PROBE.format(module=module, name=attr)
-    try:
-        result = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True,
-                                timeout=PROBE_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        raise ModelLoadError(f"{path} did not load in {PROBE_TIMEOUT_S} s in a child process ({module}); it may "
-                             "be corrupt or far too large for this device.") from None
-    except OSError as exc:
-        raise ModelLoadError(f"Could not start a child process to check {path}: {first_line(exc)}") from None
-    if result.returncode != 0:
-        why = f"signal {-result.returncode}" if result.returncode < 0 else (
-            (result.stderr.strip().splitlines() or ["exit " + str(result.returncode)])[-1])
-        raise ModelLoadError(f"{path} cannot be loaded by {module} ({why}); it may be truncated or corrupt, or use "
-                             "an operator this interpreter lacks. Re-convert it.")
+    load_in_child(code, path, module)
 
 
 def _quant(detail: dict[str, Any]) -> tuple[float, int] | None:
