@@ -94,9 +94,9 @@ def test_output_names_are_checked(tmp_path, tiny_bundle):
 
 def test_unmeasured_parity_is_marked_and_never_auto_picked(tmp_path, tiny_bundle):
     bundle = load_bundle(tiny_bundle)
-    art = edgesdk.bundle.Artifact(file="model.ncnn.param", format="ncnn", precision="int8")
+    art = edgesdk.bundle.Artifact(file="model.rknn", format="rknn", precision="int8")  # no backend runs it
     check = ParityCheck(bundle_source(bundle), [], [], "none", None, None)
-    assert check.check(art, tmp_path / "model.ncnn.param", lambda m: None) == []
+    assert check.check(art, tmp_path / "model.rknn", lambda m: None) == []
     assert art.parity.measured is False and "no backend" in art.parity.reason
     assert Tolerance().accepts("int8", art.parity) == (False, f"parity not measured ({art.parity.reason})")
     # A bundle whose INT8 artifact was never checked: auto passes it over, naming it explicitly runs it.
