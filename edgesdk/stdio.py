@@ -27,8 +27,18 @@ def quiet_stdout() -> Iterator[None]:
                 yield
     finally:
         sys.stdout.flush()
+        _flush_c_stdio()  # what the library printf'd is still in C's buffer: send it to devnull too
         os.dup2(saved, 1)
         os.close(saved)
+
+
+def _flush_c_stdio() -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError):  # no C library to reach (some embedded interpreters)
+        pass
 
 
 def last_lines(text: str, n: int = 3) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -162,10 +163,11 @@ def peak_rss(bundle_dir: Path, artifact: str, backend: str, feeds_file: Path) ->
         "feeds = load_feeds(__import__('pathlib').Path(sys.argv[3]))\n"
         "with edgesdk.Runtime(sys.argv[1], artifact=sys.argv[2].split('@')[0], backend=sys.argv[2].split('@')[1]) as rt:\n"
         "    rt.run_all(feeds[0])\n"
-        f"print({PEAK_RSS})\n")
+        f"print('PEAK_RSS_MB', {PEAK_RSS})\n")
     done = subprocess.run([sys.executable, "-c", code, str(bundle_dir), f"{artifact}@{backend}", str(feeds_file),
                            str(Path(__file__).parent)], capture_output=True, text=True)
-    return float(done.stdout.split()[-1]) if done.returncode == 0 and done.stdout.split() else float("nan")
+    found = re.search(r"PEAK_RSS_MB (\S+)", done.stdout)  # runtimes may print around it (MNN does on ARM)
+    return float(found.group(1)) if done.returncode == 0 and found else float("nan")
 
 
 def doctor() -> dict[str, Any]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -71,13 +72,19 @@ class MNNSession:
         config = {"backend": "CPU", "numThread": int(threads or os.cpu_count() or 1),
                   "precision": "low" if self.execution_precision == "fp16" else "high"}
         try:
-            with quiet_stdout():  # "MNN use high precision", on stdout, every time
+            with quiet_stdout():  # "MNN use high precision" and the like, on stdout, at each of these
                 runtime = mnn.nn.create_runtime_manager((config,))
-            first = mnn.nn.load_module_from_file(str(path), [s.name for s in self.inputs],
-                                                 [s.name for s in self.outputs], runtime_manager=runtime)
+                first = mnn.nn.load_module_from_file(str(path), [s.name for s in self.inputs],
+                                                     [s.name for s in self.outputs], runtime_manager=runtime)
         except (SystemError, RuntimeError, ValueError) as exc:
             raise ModelLoadError(f"MNN cannot load {path}: {first_line(exc)}; re-convert it.") from None
-        self._pool: WorkerPool[Any] | None = WorkerPool(first.clone, first)
+        lock = threading.Lock()
+
+        def clone() -> Any:
+            with lock, quiet_stdout():
+                return first.clone()
+
+        self._pool: WorkerPool[Any] | None = WorkerPool(clone, first)
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         if self._pool is None:
