@@ -49,9 +49,10 @@ def read_specs(path: Path) -> tuple[list[TensorSpec], list[TensorSpec], Any]:
     """(input specs, output specs, loaded module) of a .mnn file; ModelLoadError if it does not load."""
     mnn = _mnn()
     try:
-        module = mnn.nn.load_module_from_file(str(path), [], [])
-        info = module.get_info()
-        variables = mnn.expr.load_as_dict(str(path))
+        with quiet_stdout():
+            module = mnn.nn.load_module_from_file(str(path), [], [])
+            info = module.get_info()
+            variables = mnn.expr.load_as_dict(str(path))
     except (SystemError, RuntimeError, ValueError) as exc:
         raise ModelLoadError(f"MNN cannot load {path}: {first_line(exc)}. The file may be truncated or corrupt; "
                              "re-convert it.") from None
