@@ -29,7 +29,7 @@ import numpy as np
 CONVERTER_LIBRARIES = ("torch", "tensorflow", "tensorflow-cpu", "onnx2tf", "onnx", "onnxslim", "nncf", "keras",
                        "tf2onnx", "onnxscript")
 #: The distributions whose installed size is reported one by one.
-SIZED = ("edgesdk", "numpy", "onnxruntime", "openvino", "ai-edge-litert", "jsonschema", "pillow", "click", "rich")
+SIZED = ("edgesdk", "numpy", "onnxruntime", "openvino", "ai-edge-litert", "mnn", "ncnn", "jsonschema", "pillow", "click", "rich")
 
 
 def load_feeds(path: Path) -> list[dict[str, np.ndarray]]:
