@@ -45,12 +45,13 @@ def _spec(name: str, var: Any) -> TensorSpec:
     return TensorSpec(name, shape, dtype, guess_layout(shape))
 
 
-def read_specs(path: Path) -> tuple[list[TensorSpec], list[TensorSpec], Any]:
-    """(input specs, output specs, loaded module) of a .mnn file; ModelLoadError if it does not load."""
+def read_specs(path: Path, runtime: Any = None) -> tuple[list[TensorSpec], list[TensorSpec], Any]:
+    """(input specs, output specs, the module loaded on `runtime`) of a .mnn file; ModelLoadError if it
+    does not load. One load serves both: the module runs with the names and order its info declares."""
     mnn = _mnn()
     try:
-        with quiet_stdout():
-            module = mnn.nn.load_module_from_file(str(path), [], [])
+        with quiet_stdout():  # "MNN use high precision" and the like, on stdout
+            module = mnn.nn.load_module_from_file(str(path), [], [], runtime_manager=runtime)
             info = module.get_info()
             variables = mnn.expr.load_as_dict(str(path))
     except (SystemError, RuntimeError, ValueError) as exc:
@@ -68,17 +69,12 @@ class MNNSession:
 
     def __init__(self, path: Path, threads: int | None, precision: str):
         mnn = _mnn()
-        self.inputs, self.outputs, _ = read_specs(path)
         self.execution_precision = "fp16" if precision == "fp16" and "fp16" in read_profile().flags else "fp32"
         config = {"backend": "CPU", "numThread": int(threads or os.cpu_count() or 1),
                   "precision": "low" if self.execution_precision == "fp16" else "high"}
-        try:
-            with quiet_stdout():  # "MNN use high precision" and the like, on stdout, at each of these
-                runtime = mnn.nn.create_runtime_manager((config,))
-                first = mnn.nn.load_module_from_file(str(path), [s.name for s in self.inputs],
-                                                     [s.name for s in self.outputs], runtime_manager=runtime)
-        except (SystemError, RuntimeError, ValueError) as exc:
-            raise ModelLoadError(f"MNN cannot load {path}: {first_line(exc)}; re-convert it.") from None
+        with quiet_stdout():
+            runtime = mnn.nn.create_runtime_manager((config,))
+        self.inputs, self.outputs, first = read_specs(path, runtime)
         lock = threading.Lock()
 
         def clone() -> Any:
