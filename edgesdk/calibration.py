@@ -1,7 +1,8 @@
 """CalibrationSet: the one way every converter receives representative data for INT8.
 
 It accepts a folder of images (preprocessed per a Preprocess spec), a .npy/.npz file, an array, or any
-iterable of arrays (or of dicts keyed by input name), and always yields float32 batches of one sample."""
+iterable of arrays (or of dicts keyed by input name), and always yields batches of one sample in each
+input's dtype (float32 pixels, int64 token ids)."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ Sample = dict[str, np.ndarray]
 
 
 class CalibrationSet:
-    """Representative input samples, each a dict {input name: float32 array with batch dimension 1}."""
+    """Representative input samples, each a dict {input name: array with batch dimension 1}."""
 
     def __init__(self, samples: Sequence[Sample], source: str, preprocess: Preprocess | None = None):
         if not samples:
@@ -156,6 +157,8 @@ class CalibrationSet:
     def check_representative(self) -> None:
         """Refuse data that cannot teach a quantizer real activation ranges: noise or constants."""
         for name in self.samples[0]:
+            if self.samples[0][name].dtype.kind != "f":  # token ids, masks: no neighbour correlation to judge
+                continue
             verdicts = [_looks_like_noise(s[name]) for s in self.samples[:16]]
             if all(v == "constant" for v in verdicts):
                 raise CalibrationError(
@@ -176,12 +179,13 @@ def _split_batch(array: np.ndarray) -> list[np.ndarray]:
 
 def _to_samples(item: Any, inputs: Sequence[TensorSpec]) -> list[Sample]:
     """One iterable item (array, tensor, tuple of arrays, dict) -> samples of batch 1."""
+    dtypes = {s.name: s.dtype for s in inputs}
     if isinstance(item, dict):
-        arrays = {k: _as_float(v) for k, v in item.items()}
+        arrays = {k: _as_dtype(v, dtypes.get(k)) for k, v in item.items()}
     elif isinstance(item, (tuple, list)):
-        arrays = {s.name: _as_float(v) for s, v in zip(inputs, item)}
+        arrays = {s.name: _as_dtype(v, s.dtype) for s, v in zip(inputs, item)}
     else:
-        arrays = {inputs[0].name: _as_float(item)}
+        arrays = {inputs[0].name: _as_dtype(item, inputs[0].dtype)}
     unknown = set(arrays) - {s.name for s in inputs}
     if unknown:
         raise CalibrationError(f"Calibration sample has inputs {sorted(unknown)}; the model takes "
@@ -207,10 +211,18 @@ def _to_samples(item: Any, inputs: Sequence[TensorSpec]) -> list[Sample]:
     return out
 
 
-def _as_float(value: Any) -> np.ndarray:
+def _as_dtype(value: Any, dtype: str | None) -> np.ndarray:
+    """The value as the input's dtype; integer inputs refuse fractional values rather than truncate them."""
     if hasattr(value, "detach"):
         value = value.detach().cpu().numpy()
-    return np.asarray(value, dtype=np.float32)
+    try:
+        wanted = np.dtype(dtype or "float32")
+    except TypeError:
+        wanted = np.dtype(np.float32)
+    array = np.asarray(value)
+    if wanted.kind in "iub" and array.dtype.kind == "f" and not np.array_equal(array, np.round(array)):
+        raise CalibrationError(f"Calibration data holds fractional values for an input of dtype {wanted}.")
+    return array.astype(wanted if wanted.kind != "f" else np.float32, copy=False)
 
 
 def _looks_like_noise(sample: np.ndarray) -> str:

@@ -103,13 +103,18 @@ def cli(ctx: click.Context, debug: bool, verbose: bool) -> None:
 @click.option("--resize", type=int, help="Resize the short side to this before the centre crop.")
 @click.option("--bgr", is_flag=True, help="The model takes BGR channel order.")
 @click.option("--dynamic-batch", is_flag=True, help="Export with a dynamic batch dimension.")
+@click.option("--dynamic", "dynamic_axes", multiple=True, metavar="INPUT:AXIS=NAME",
+              help="Keep another axis dynamic, e.g. input_ids:1=sequence (repeatable or comma-separated; inputs "
+              "sharing a NAME share a size). Parity is then measured at two lengths.")
+@click.option("--tokenizer", type=click.Path(exists=True), help="A tokenizer.json (or a Hugging Face folder "
+              "holding one) to store in the bundle, so `edgesdk run BUNDLE \"text\"` works [default: the one the "
+              "model carries].")
 @click.option("--opset", type=int, help="ONNX opset (default 18).")
 @format_options
 @click.option("--tolerance", type=float, default=1e-4, show_default=True, help="Max abs error allowed for FP32.")
-@click.option("--task", type=click.Choice(["classification", "detection", "other"]),
-              help="How reduced precisions are judged: classification (top-1 agreement), detection (decoded YOLO "
-              "detections matched at IoU 0.5), other (every output's cosine) [default: carried by the model, or "
-              "classification when --labels fit the output].")
+@click.option("--task", help="How reduced precisions are judged: classification (top-1 agreement), detection "
+              "(decoded YOLO detections matched at IoU 0.5), other or any other name such as text-embedding (every "
+              "output's cosine) [default: carried by the model, or classification when --labels fit the output].")
 @click.option("--trust-source", is_flag=True, help="Convert a SavedModel even if its serving function reads or "
               "writes files or calls Python. A SavedModel is a program and converting it runs it: trust its origin.")
 @click.option("--force", is_flag=True, help="Replace an existing output folder.")
@@ -117,7 +122,7 @@ def convert(source: str | None, out: str, targets: str | None, precision: str | 
             calib: str | None, validate: str | None,
             input_shape: str | None, factory: str | None, weights: str | None, labels: str | None,
             mean: str | None, std: str | None, resize: int | None, bgr: bool, dynamic_batch: bool,
-            opset: int | None, tolerance: float, task: str | None, trust_source: bool, force: bool,
+            dynamic_axes: Sequence[str], tokenizer: str | None, opset: int | None, tolerance: float, task: str | None, trust_source: bool, force: bool,
             **format_option_values: Any) -> None:
     """Convert SOURCE (.onnx, TorchScript .pt, torch.export .pt2, Keras .keras/.h5, a SavedModel folder)
     or --factory to a bundle. A SavedModel is a program, not data: converting it runs its serving
@@ -134,7 +139,7 @@ def convert(source: str | None, out: str, targets: str | None, precision: str | 
     check_output_dir(Path(out), force)  # before any slow work
     with console.status("Loading the source model") as status:
         model = load_source(source, factory=factory, weights=weights, input_shape=_shape(input_shape),
-                            dynamic_batch=dynamic_batch, trust_source=trust_source)
+                            dynamic_batch=dynamic_batch, trust_source=trust_source, dynamic_axes=list(dynamic_axes))
         preprocess = _preprocess_flags(model, mean, std, resize, bgr)
         preset = target_presets()[device] if device else None
         target_list = _csv(targets) if targets else list(preset) if preset else [DEFAULT_TARGET]
@@ -143,7 +148,7 @@ def convert(source: str | None, out: str, targets: str | None, precision: str | 
         bundle = do_convert(
             model, targets=target_list, precisions=precisions, calib=calib, out=out, validation=validate,
             preprocess=preprocess, labels=labels, task=task, force=force, dynamic_batch=dynamic_batch,
-            tolerance=Tolerance(fp32_max_abs=tolerance),
+            tolerance=Tolerance(fp32_max_abs=tolerance), tokenizer=tokenizer,
             options={"opset": opset, **_format_options(format_option_values)},
             progress=lambda msg: status.update(msg),
         )
@@ -195,13 +200,21 @@ def _agreement(parity: Parity) -> str:
 
 
 def _load_inputs(rt: Any, paths: Sequence[str]) -> list[tuple[str, np.ndarray]]:
-    """Each input path -> (name, batch array): images through the bundle's preprocessing, .npy as is."""
+    """Each input -> (name, batch): images through the bundle's preprocessing, .npy as is, and for a bundle
+    with a tokenizer, any argument that is not a file is a text."""
     from .images import is_image_path, list_images, preprocess_image
     from .specs import Preprocess
 
     items: list[tuple[str, np.ndarray]] = []
     files: list[Path] = []
+    texts: list[tuple[str, Any]] = []
     for p in map(Path, paths):
+        if not p.exists():
+            if rt.bundle.meta.get("tokenizer"):
+                texts.append((str(p), rt.tokenize(str(p))))
+                continue
+            raise InputError(f"No file {p}" + (": this bundle has no tokenizer, so text cannot be given."
+                                                if " " in str(p) else "."))
         if p.is_dir():
             found = sorted(f for f in p.iterdir() if f.suffix.lower() == ".npy" and f.is_file()) + list_images(p)
             if not found:
@@ -221,12 +234,12 @@ def _load_inputs(rt: Any, paths: Sequence[str]) -> list[tuple[str, np.ndarray]]:
             items.append((str(f), preprocess_image(f, pre)))
         else:
             raise InputError(f"Cannot use {f} as input: give images (.jpg, .png, ...) or .npy arrays.")
-    return items
+    return texts + items
 
 
 @cli.command()
 @click.argument("model", type=click.Path(exists=True))
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True))
+@click.argument("inputs", nargs=-1, required=True)
 @click.option("--backend", default="auto", show_default=True)
 @click.option("--precision", default="auto", show_default=True)
 @click.option("--artifact", help="Force one artifact of the bundle (id like onnx-int8, or file name).")
@@ -235,7 +248,7 @@ def _load_inputs(rt: Any, paths: Sequence[str]) -> list[tuple[str, np.ndarray]]:
 @click.option("--json", "as_json", is_flag=True, help="Print results as JSON.")
 def run(model: str, inputs: Sequence[str], backend: str, precision: str, artifact: str | None,
         threads: int | None, k: int, as_json: bool) -> None:
-    """Run MODEL (bundle folder or model file) on images or .npy arrays."""
+    """Run MODEL (bundle folder or model file) on images, .npy arrays, or texts (a bundle with a tokenizer)."""
     from .parity import is_class_scores
     from .runtime import Runtime
 
@@ -248,6 +261,12 @@ def run(model: str, inputs: Sequence[str], backend: str, precision: str, artifac
                 entry["warning"] = "outputs hold NaN or infinite values: the model file may be corrupt"
             if is_class_scores(outputs[0]) and (rt.labels or rt.bundle.task == "classification"):
                 entry["top"] = top_k(outputs[0][0], k, rt.labels)
+            elif rt.bundle.task == "text-embedding" and isinstance(arr, dict) and outputs[0].ndim == 3:
+                from .text import mean_pool
+
+                vector = mean_pool(outputs[0], arr["attention_mask"])[0]
+                entry["embedding"] = {"dims": int(vector.size), "tokens": int(arr["attention_mask"].sum()),
+                                      "head": [round(float(v), 5) for v in vector[:6]]}
             else:
                 entry["outputs"] = [{"name": s.name, "shape": list(o.shape), "min": float(o.min()),
                                      "max": float(o.max()), "mean": float(o.mean())} for s, o in zip(rt.outputs, outputs)]
@@ -262,6 +281,10 @@ def run(model: str, inputs: Sequence[str], backend: str, precision: str, artifac
             if "top" in entry:
                 best = ", ".join(f"{t['label']} {t['score']:.3f}" for t in entry["top"])
                 results_console.print(f"{entry['input']}: {best}")
+            elif "embedding" in entry:
+                e = entry["embedding"]
+                results_console.print(f"{entry['input']!r}: {e['tokens']} tokens -> unit embedding of {e['dims']} "
+                                      f"dims, starting {e['head']}")
             else:
                 results_console.print(f"{entry['input']}: " + "; ".join(
                     f"{o['name']} {o['shape']} mean {o['mean']:.4g}" for o in entry["outputs"]))

@@ -23,7 +23,7 @@ from .parity import TASKS, Tolerance, compare, is_class_scores, not_measured
 from .records import Parity
 from .runtimes import Backend, adapt, backends, io_problems
 from .sources import SourceModel, from_module, load_source
-from .specs import Preprocess, random_feeds
+from .specs import Preprocess
 from .timing import interleaved_rounds
 
 log = logging.getLogger(__name__)
@@ -34,19 +34,24 @@ LATENCY_RUNS = 20
 TIMING_ROUNDS = 3
 
 
-def _as_source(model: Any, example_input: Any, dynamic_batch: bool, trust_source: bool = False) -> SourceModel:
+def _as_source(model: Any, example_input: Any, dynamic_batch: bool, trust_source: bool = False,
+               dynamic_axes: Any = None) -> SourceModel:
     if isinstance(model, SourceModel):
         return model
     if isinstance(model, (str, os.PathLike)):
+        if isinstance(example_input, (dict, tuple, list)):
+            raise ConversionError("A model file is converted from its own inputs: give example_input as one "
+                                  "array's shape source only (or load it yourself and pass a SourceModel).")
         shape = tuple(np.shape(example_input)) if example_input is not None else None
-        return load_source(model, input_shape=shape, dynamic_batch=dynamic_batch, trust_source=trust_source)
+        return load_source(model, input_shape=shape, dynamic_batch=dynamic_batch, trust_source=trust_source,
+                           dynamic_axes=dynamic_axes)
     if _is_keras(model):
         from .sources import KerasSource
 
         return KerasSource(model)
     if example_input is None:
         raise ConversionError("Converting a torch module needs an example input, e.g. torch.randn(1, 3, 224, 224).")
-    return from_module(model, example_input, dynamic_batch=dynamic_batch)
+    return from_module(model, example_input, dynamic_batch=dynamic_batch, dynamic_axes=dynamic_axes)
 
 
 def _is_keras(model: Any) -> bool:
@@ -70,8 +75,10 @@ def _parity_feeds(source: SourceModel, validation: CalibrationSet | None,
     if calibration is not None:
         return calibration.samples[:MAX_PARITY_SAMPLES], f"calibration samples (no held-out set given): " \
                                                          f"{calibration.source}"
-    feeds = [source.example_feeds()] + [random_feeds(source.inputs, seed) for seed in range(1, 5)]
-    return feeds, "example input and 4 random inputs"
+    feeds = [source.example_feeds()] + [source.stand_in_feeds(seed) for seed in range(1, 5)]
+    lengths = sorted({tuple(f[s.name].shape) for f in feeds for s in source.inputs[:1]})
+    return feeds, "example input and 4 random inputs" + (f" (shapes {', '.join(map(str, lengths))})"
+                                                         if len(lengths) > 1 else "")
 
 
 @dataclass
@@ -105,8 +112,14 @@ class ParityCheck:
             if problems:
                 return Parity(measured=True, problems=problems)
             session = adapt(inner, self.source.inputs, self.source.outputs, art.io)
-            outputs = [session.run(f) for f in self.feeds]
-            return compare(self.reference, outputs, [s.name for s in self.source.outputs], self.task, self.num_classes)
+            fits = [i for i, f in enumerate(self.feeds) if _fits(inner.inputs, self.source.inputs, f)]
+            if not fits:
+                return Parity(measured=True, problems=[
+                    f"takes one shape ({[list(s.shape) for s in inner.inputs]}) and none of the {len(self.feeds)} "
+                    "parity samples has it: give validation data at that length"])
+            outputs = [session.run(self.feeds[i]) for i in fits]
+            return compare([self.reference[i] for i in fits], outputs, [s.name for s in self.source.outputs],
+                           self.task, self.num_classes)
         except Exception as exc:  # noqa: BLE001 - likewise for one that fails to run
             return Parity(measured=True, problems=[f"fails on {runner.name}: {first_line(exc)}"])
         finally:
@@ -125,6 +138,17 @@ class ParityCheck:
         art.parity = replace(self.measure(art, path, runner), data=self.data, arch=platform.machine(),
                              backend=f"{runner.name} (checks the file {art.format} builds from)" if proxy else runner.name)
         return [] if proxy or art.parity.problems else runners
+
+
+def _fits(inner: list[Any], source: list[Any], feeds: dict[str, np.ndarray]) -> bool:
+    """Whether feeds have the sizes an artifact fixed along the source's dynamic axes beyond the batch
+    (an MNN or NCNN artifact takes one sequence length): parity of such an artifact uses the samples that do."""
+    for spec, mine in zip(source, inner):
+        for i, dim in enumerate(spec.shape):
+            if i and isinstance(dim, str) and i < len(mine.shape) and isinstance(mine.shape[i], int) \
+                    and feeds[spec.name].shape[i] != mine.shape[i]:
+                return False
+    return True
 
 
 def time_interleaved(stage: Path, pairs: list[tuple[Artifact, Backend]], source: SourceModel,
@@ -186,10 +210,12 @@ def convert(
     task: str | None = None,
     force: bool = False,
     dynamic_batch: bool = False,
+    dynamic_axes: Any = None,
     tolerance: Tolerance = Tolerance(),
     options: dict[str, Any] | None = None,  # per-format options, declared by each converter (see options.py)
     progress: Callable[[str], None] | None = None,
     trust_source: bool = False,
+    tokenizer: str | os.PathLike | None = None,
 ) -> Bundle:
     """Convert a model to every (target, precision) asked for and write a bundle folder at `out`.
 
@@ -199,7 +225,11 @@ def convert(
     is the held-out data parity is measured on. Every artifact is run against the source; an FP32
     artifact off by more than tolerance.fp32_max_abs raises ConversionError and writes nothing.
     task ("classification", "detection", "other") decides how reduced precisions are judged.
-    trust_source=True converts a SavedModel that holds file-system or Python-calling ops: it runs here."""
+    dynamic_axes names axes beyond the batch that stay dynamic, e.g. {"input_ids": {1: "sequence"}} or
+    ["input_ids:1=sequence", "attention_mask:1=sequence"]; parity is then measured at two lengths.
+    trust_source=True converts a SavedModel that holds file-system or Python-calling ops: it runs here.
+    tokenizer (a tokenizer.json or a Hugging Face folder; default: the one the model carries) is copied
+    into the bundle, so Runtime.run("some text") works on a device with only the `tokenizers` package."""
     step = progress or (lambda msg: log.info("%s", msg))
     out_path = Path(out)
     check_output_dir(out_path, force)  # fail before any slow work
@@ -208,14 +238,20 @@ def convert(
     _check_task(task)
     plan = _plan(targets, precisions)
     step("Loading the source model")
-    source = _as_source(model, example_input, dynamic_batch, trust_source)
+    source = _as_source(model, example_input, dynamic_batch, trust_source, dynamic_axes)
     prepared = _prepare(source, calib, validation, preprocess, labels, task, step)
     job_options = {**options, "task": prepared.checker.task, "dynamic_batch": dynamic_batch}
     with staged_dir(out_path, force) as stage:
         artifacts, timed = _convert_all(plan, prepared, stage, job_options, tolerance, step)
         step("Timing every artifact on every backend, interleaved")
         time_interleaved(stage, timed, source, prepared.checker.feeds[0])
-        _bundle(stage, prepared, artifacts).write_manifest()
+        bundle = _bundle(stage, prepared, artifacts)
+        tokenizer = tokenizer or (getattr(getattr(source, "module", None), "edgesdk_metadata", None) or {}).get("tokenizer")
+        if tokenizer is not None:
+            from .text import bundle_tokenizer
+
+            bundle.meta["tokenizer"] = bundle_tokenizer(stage, tokenizer, source.inputs)
+        bundle.write_manifest()
     return load_bundle(out_path)
 
 
@@ -283,7 +319,7 @@ def _convert_all(plan: list[tuple[Any, list[str]]], prepared: Prepared, stage: P
         if not wanted:
             continue
         step(f"Converting to {conv.name} ({', '.join(wanted)})")
-        _warn_fixed_batch(conv.name, options)
+        _warn_fixed_batch(conv.name, options, prepared.source)
         job = ConversionJob(prepared.source, wanted, stage, prepared.calibration, options, artifacts)
         for art in conv.convert(job):
             _hash(art, stage)
@@ -294,9 +330,17 @@ def _convert_all(plan: list[tuple[Any, list[str]]], prepared: Prepared, stage: P
     return artifacts, timed
 
 
-def _warn_fixed_batch(fmt: str, options: dict[str, Any]) -> None:
-    """Say when a dynamic batch was asked for a format whose backends run one batch size only."""
+def _warn_fixed_batch(fmt: str, options: dict[str, Any], source: SourceModel) -> None:
+    """Say when a dynamic batch (or other dynamic axes) was asked for a format whose backends run one
+    shape only: its artifacts keep the example's shape."""
     runners = [b for b in backends() if fmt in b.formats]
+    other = sorted({n for axes in source.dynamic_axes.values() for n in axes.values()} - {"batch"})
+    if other and runners and not any(b.dynamic_shapes for b in runners):
+        example = {s.name: list(v.shape) for s, v in zip(source.inputs, source.example_feeds().values())}
+        log.warning("%s artifacts take one shape: the dynamic axes %s are fixed at the example's size %s, and "
+                    "other sizes are refused with an InputError (pad inputs to that size). Formats that keep "
+                    "them: %s.", fmt, ", ".join(other), example,
+                    ", ".join(sorted({f for b in backends() if b.dynamic_shapes for f in b.formats})))
     if options.get("dynamic_batch") and runners and not any(b.dynamic_batch for b in runners):
         log.warning("%s artifacts keep the example input's batch: %s refuses other batch sizes with an "
                     "InputError. Formats whose backends take any batch: %s.", fmt, ", ".join(b.name for b in runners),

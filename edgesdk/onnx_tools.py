@@ -49,20 +49,49 @@ def onnx_for(job: ConversionJob, tmp: Path) -> Path:
     return path
 
 
+def fixed_shapes(onnx_path: Path, source: SourceModel, out: Path, fmt: str) -> Path:
+    """A copy of the ONNX file whose dynamic axes beyond the batch (a sequence) are fixed at the example's
+    sizes, for formats that take one shape (MNN, NCNN, TFLite where onnx2tf needs it); the path itself when
+    it has none. The caller's log says which size the artifact is fixed at."""
+    import onnx
+
+    example = source.example_feeds()
+    sizes = {d: example[s.name].shape[i] for s in source.inputs for i, d in enumerate(s.shape)
+             if isinstance(d, str) and i > 0}
+    if not sizes:
+        return onnx_path
+    sizes.update({s.shape[0]: 1 for s in source.inputs if s.shape and isinstance(s.shape[0], str)})  # batch 1
+    model = onnx.load(str(onnx_path))
+    for value in [*model.graph.input, *model.graph.output]:
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.HasField("dim_param") and dim.dim_param in sizes:
+                dim.dim_value = int(sizes[dim.dim_param])
+    del model.graph.value_info[:]  # inner shapes are inferred again from the fixed inputs
+    onnx.save(model, str(out))
+    log.warning("%s artifacts take one shape: the dynamic axes %s are fixed at the example's %s; the Runtime's "
+                "tokenize() pads to it, other lengths are refused with an InputError.", fmt, ", ".join(sizes),
+                ", ".join(f"{k}={v}" for k, v in sizes.items()))
+    return out
+
+
 def describe_error(exc: BaseException) -> str:
     """'ClassName: first line of the message', for logs of a tool that failed."""
     return f"{exc.__class__.__name__}: {first_line(exc)}"
 
 
-def export_torch(source: SourceModel, path: Path, opset: int, dynamic_batch: bool) -> str:
-    """Export a torch source to a single ONNX file at path. Returns the exporter used."""
+def export_torch(source: SourceModel, path: Path, opset: int) -> str:
+    """Export a torch source to a single ONNX file at path, with its dynamic axes. Returns the exporter used."""
     import onnx
     import torch
 
-    module, args = source.module, source.example_inputs  # type: ignore[attr-defined]
-    if dynamic_batch:
-        # torch.export specializes a dimension of size 1 to a constant: trace with a batch of 2.
-        args = tuple(torch.cat([a, a]) if a.dim() and a.shape[0] == 1 else a for a in args)
+    from .sources import axis_sizes, resize_axes
+
+    module = source.module  # type: ignore[attr-defined]
+    axes = source.dynamic_axes
+    feeds = source.example_feeds()
+    # torch.export specializes a dimension of size 1 to a constant: trace dynamic axes of size 1 at 2.
+    small = {n: 2 for n, s in axis_sizes(source.inputs, feeds).items() if s == 1}
+    args = tuple(torch.from_numpy(a) for a in resize_axes(source.inputs, feeds, small).values())
     in_names = [s.name for s in source.inputs]
     out_names = [s.name for s in source.outputs]
     errors = []
@@ -74,10 +103,12 @@ def export_torch(source: SourceModel, path: Path, opset: int, dynamic_batch: boo
         raw = Path(tmp) / "raw.onnx"
         attempts: list[tuple[str, dict[str, Any]]] = []
         if not isinstance(module, torch.jit.ScriptModule):
-            dyn = ({"dynamic_shapes": tuple({0: torch.export.Dim.DYNAMIC} for _ in args)} if dynamic_batch else {})
+            dyn = {"dynamic_shapes": tuple(axes.get(n, {}) for n in in_names)} if axes else {}
             attempts.append(("dynamo", {"dynamo": True, "optimize": True, **dyn}))
-        axes = {n: {0: "batch"} for n in in_names + out_names} if dynamic_batch else None
-        attempts.append(("legacy", {"dynamo": False, "dynamic_axes": axes, "do_constant_folding": True}))
+        legacy_axes = {**axes, **{s.name: {i: d for i, d in enumerate(s.shape) if isinstance(d, str)}
+                                  for s in source.outputs}}
+        attempts.append(("legacy", {"dynamo": False, "dynamic_axes": legacy_axes if axes else None,
+                                    "do_constant_folding": True}))
         for exporter, kwargs in attempts:
             captured = io.StringIO()
             try:
@@ -134,6 +165,31 @@ def save_slim(model: Any, path: Path) -> None:
 
 
 WEIGHTED_OPS = {"Conv", "ConvTranspose", "MatMul", "Gemm"}
+#: Fused attention ops some exporters and optimizers emit.
+ATTENTION_OPS = {"Attention", "MultiHeadAttention", "GroupQueryAttention"}
+
+
+def activation_matmuls(model: Any) -> list[str]:
+    """MatMul nodes that multiply two activations (attention's Q.K^T and probs.V), not an input by weights."""
+    constants = {i.name for i in model.graph.initializer}
+    constants |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    return [n.name for n in model.graph.node if n.op_type == "MatMul" and not constants & set(n.input)]
+
+
+def graph_kind(model: Any) -> str:
+    """"transformer" for a graph with attention (a Softmax and an activation-by-activation MatMul, or a
+    fused attention op), else "cnn". It decides the INT8 recipe: static activation ranges calibrated on
+    every op collapse on attention (cosine 0.34 on MiniLM), weight-first recipes keep it (0.99+)."""
+    ops = {n.op_type for n in model.graph.node}
+    if ops & ATTENTION_OPS or ("Softmax" in ops and activation_matmuls(model)):
+        return "transformer"
+    return "cnn"
+
+
+def int8_recipe(model: Any, options: dict[str, Any]) -> str:
+    """The INT8 recipe to use: the one asked for, else the graph's kind."""
+    asked = options.get("int8_recipe") or "auto"
+    return graph_kind(model) if asked == "auto" else asked
 
 
 def output_tail(model: Any) -> list[str]:

@@ -21,7 +21,7 @@ from .specs import TensorSpec, check_array
 
 log = logging.getLogger(__name__)
 
-Inputs = np.ndarray | Sequence[np.ndarray] | dict[str, np.ndarray]
+Inputs = np.ndarray | Sequence[np.ndarray] | dict[str, np.ndarray] | str | Sequence[str]
 
 
 class Runtime:
@@ -67,6 +67,7 @@ class Runtime:
         self.inputs: list[TensorSpec] = self.bundle.inputs or self._session.inputs
         self.outputs: list[TensorSpec] = self.bundle.outputs or self._session.outputs
         self._input_names = [s.name for s in self.inputs]
+        self._tokenizer: Any = None
 
     def _load_model(self, path: Any) -> None:
         """self.bundle from a bundle folder (verified against its manifest) or a bare model file (not)."""
@@ -141,6 +142,39 @@ class Runtime:
         reported = getattr(self._session, "execution_precision", None)
         return str(reported) if reported else self.artifact.precision
 
+    @property
+    def tokenizer(self):  # -> edgesdk.text.Tokenizer | None
+        """The bundle's tokenizer (checked against its sha256), or None for a model without one."""
+        record = self.bundle.meta.get("tokenizer") if self.verified else None
+        if record and self._tokenizer is None:
+            from .bundle import inside, sha256_of
+            from .text import Tokenizer
+
+            path = inside(self.bundle.path, record["file"])
+            if not path.is_file() or sha256_of(path) != record["sha256"]:
+                raise ModelLoadError(f"The tokenizer {path} is missing or corrupt (its sha256 does not match the "
+                                     "manifest); re-convert or re-copy the bundle.")
+            self._tokenizer = Tokenizer(path, record)
+        return self._tokenizer
+
+    def tokenize(self, texts: str | Sequence[str]) -> dict[str, np.ndarray]:
+        """Token inputs for a text or a batch of texts, padded to the loaded artifact's length where it
+        takes one length only (TFLite), else to the longest text."""
+        tokenizer = self.tokenizer
+        if tokenizer is None:
+            raise InputError(f"{self.path} has no tokenizer: convert with tokenizer=... (--tokenizer) to run text, "
+                             "or give token ids as arrays.")
+        return tokenizer(texts, length=self._fixed_length())
+
+    def _fixed_length(self) -> int | None:
+        """The sequence length the loaded artifact is fixed at, where the bundle's is dynamic."""
+        inner = getattr(self._session, "_session", self._session)  # under an AdaptedSession
+        for outer, spec in zip(self.inputs, getattr(inner, "inputs", [])):
+            if len(outer.shape) > 1 and not isinstance(outer.shape[1], int) and len(spec.shape) > 1 \
+                    and isinstance(spec.shape[1], int):
+                return spec.shape[1]
+        return None
+
     def explain(self) -> str:
         """The ranking of candidates and the reasons others were passed over."""
         providers = getattr(self._session, "providers", None)
@@ -205,6 +239,9 @@ class Runtime:
         return dict(zip((s.name for s in self.outputs), self.run_all(inputs)))
 
     def _feeds(self, inputs: Inputs) -> dict[str, np.ndarray]:
+        if isinstance(inputs, str) or (isinstance(inputs, (list, tuple)) and inputs and
+                                       all(isinstance(t, str) for t in inputs)):
+            inputs = self.tokenize(inputs)  # type: ignore[arg-type]
         if isinstance(inputs, dict):
             unknown = [k for k in inputs if k not in self._input_names]
             missing = [n for n in self._input_names if n not in inputs]

@@ -9,14 +9,14 @@ import importlib
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .errors import ConversionError, ModelLoadError, first_line, require
-from .specs import TensorSpec, guess_layout, random_feeds
+from .specs import DynamicAxes, TensorSpec, guess_layout, parse_dynamic_axes, random_feeds
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +32,14 @@ class SourceModel:
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         raise NotImplementedError
 
+    dynamic_axes: dict[str, dict[int, str]] = {}  # input -> {axis: name}, beyond the fixed example shape
+
     def example_feeds(self) -> dict[str, np.ndarray]:
         raise NotImplementedError
+
+    def stand_in_feeds(self, seed: int) -> dict[str, np.ndarray]:
+        """Inputs for a parity check when no data was given: deterministic per seed, valid for the model."""
+        return random_feeds(self.inputs, seed)
 
     def export_onnx(self, path: Path, opset: int, dynamic_batch: bool = False) -> dict[str, str]:
         """Write the model as one FP32 ONNX file at path; return the versions of the tools used."""
@@ -60,18 +66,22 @@ def _flatten_outputs(out: Any) -> list[Any]:
 
 
 class TorchSource(SourceModel):
-    """A torch nn.Module (or ScriptModule / ExportedProgram's module) plus example inputs."""
+    """A torch nn.Module (or ScriptModule / ExportedProgram's module) plus example inputs: a tuple in
+    forward's order, or a dict by forward's parameter names. Inputs keep the examples' dtypes (int64
+    token ids stay int64) and take forward's parameter names (a single float input is called "input",
+    the name image models' bundles have always used) unless input_names are given."""
 
     kind = "torch"
 
     def __init__(
         self,
         module: Any,
-        example_inputs: Sequence[Any],
+        example_inputs: Sequence[Any] | Mapping[str, Any],
         input_names: Sequence[str] | None = None,
         output_names: Sequence[str] | None = None,
         description: str = "",
         dynamic_batch: bool = False,
+        dynamic_axes: Any = None,
     ):
         torch = require("torch", "torch", "Converting a PyTorch model")
         try:
@@ -79,34 +89,68 @@ class TorchSource(SourceModel):
         except (AttributeError, NotImplementedError):  # a torch.export program's module has no eval()
             pass
         self.module = module
-        self.example_inputs = tuple(torch.as_tensor(np.asarray(x)) if not isinstance(x, torch.Tensor) else x
-                                    for x in example_inputs)
+        names, values = _named_examples(module, example_inputs, input_names)
+        self.example_inputs = tuple(x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+                                    for x in values)
         self.description = description or type(module).__name__
         self.dynamic_batch = dynamic_batch
-        names = _names(input_names, len(self.example_inputs), "input")
-        self.inputs = [self._spec(n, tuple(x.shape), str(x.dtype).replace("torch.", ""))
+        self.dynamic_axes = _merge_axes(names, [x.dim() for x in self.example_inputs], dynamic_batch,
+                                        parse_dynamic_axes(dynamic_axes))
+        self.inputs = [TensorSpec(n, _symbolic(tuple(x.shape), self.dynamic_axes.get(n, {})),
+                                  str(x.dtype).replace("torch.", ""), guess_layout(tuple(x.shape)))
                        for n, x in zip(names, self.example_inputs)]
+        outs = self._checked_run(self.example_feeds())
+        onames = _names(output_names, len(outs), "output")
+        dims = self._output_dims(outs)
+        self.outputs = [TensorSpec(n, d, str(o.dtype), None) for n, o, d in zip(onames, outs, dims)]
+
+    def _checked_run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         try:
-            with torch.no_grad():
-                outs = [o.detach().numpy() for o in _flatten_outputs(module(*self.example_inputs))]
+            return self.run(feeds)
         except Exception as exc:
             raise ConversionError(
                 f"The source model failed on its example input of shape "
-                f"{[tuple(x.shape) for x in self.example_inputs]}: {exc.__class__.__name__}: {exc}. "
+                f"{[list(f.shape) for f in feeds.values()]}: {exc.__class__.__name__}: {first_line(exc)}. "
                 "Check --input-shape / example_input."
             ) from exc
-        onames = _names(output_names, len(outs), "output")
-        self.outputs = [self._spec(n, o.shape, str(o.dtype), layout=None) for n, o in zip(onames, outs)]
 
-    def _spec(self, name: str, shape: tuple[int, ...], dtype: str, layout: str | None = "guess") -> TensorSpec:
-        """A spec whose first dimension is symbolic ("batch") when exporting with a dynamic batch."""
-        dims: tuple[int | str, ...] = tuple(int(d) for d in shape)
-        if self.dynamic_batch and dims:
-            dims = ("batch", *dims[1:])
-        return TensorSpec(name, dims, dtype, guess_layout(shape) if layout == "guess" else layout)
+    def _output_dims(self, outs: list[np.ndarray]) -> list[tuple[Any, ...]]:
+        """Each output's shape, symbolic where it follows a dynamic axis: "batch" for the first dimension
+        under a dynamic batch; for other axes, the dimensions that change when the model runs again with
+        every other dynamic axis resized (named after the input axis whose size they had)."""
+        dims = [tuple(int(d) for d in o.shape) for o in outs]
+        if self.dynamic_batch:
+            dims = [("batch", *d[1:]) if d else d for d in dims]
+        sizes = axis_sizes(self.inputs, self.example_feeds())
+        other = {n: s for n, s in sizes.items() if n != "batch" or not self.dynamic_batch}
+        if not other:
+            return dims
+        moved = self._checked_run(resize_axes(self.inputs, self.example_feeds(), {n: s + 3 for n, s in other.items()}))
+        by_size = {s: n for n, s in other.items()}
+        return [tuple(by_size.get(d, f"dim_{i}") if isinstance(d, int) and d != m else d
+                      for i, (d, m) in enumerate(zip(ds, o.shape)))
+                for ds, o in zip(dims, moved)]
 
     def example_feeds(self) -> dict[str, np.ndarray]:
         return {s.name: x.numpy() for s, x in zip(self.inputs, self.example_inputs)}
+
+    def stand_in_feeds(self, seed: int) -> dict[str, np.ndarray]:
+        """Parity inputs shaped like the example: floats standard normal; integers drawn from the range
+        the example's values span (token ids stay inside the vocabulary), except 0/1 masks, which keep the
+        example's; from seed 3 on, every dynamic axis other than the batch at a second length."""
+        rng = np.random.default_rng(seed)
+        feeds = {}
+        for name, x in self.example_feeds().items():
+            if x.dtype.kind == "f":
+                feeds[name] = rng.standard_normal(x.shape).astype(x.dtype)
+            elif x.dtype.kind in "iu" and x.size and not set(np.unique(x)) <= {0, 1}:
+                feeds[name] = rng.integers(int(x.min()), int(x.max()) + 1, x.shape).astype(x.dtype)
+            else:
+                feeds[name] = x.copy()
+        sizes = {n: s for n, s in axis_sizes(self.inputs, feeds).items() if n != "batch"}
+        if seed >= 3 and sizes:
+            feeds = resize_axes(self.inputs, feeds, {n: s // 2 + 1 if s > 2 else s + 3 for n, s in sizes.items()})
+        return feeds
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         import torch
@@ -120,8 +164,87 @@ class TorchSource(SourceModel):
 
         from .onnx_tools import export_torch
 
-        exporter = export_torch(self, path, opset, dynamic_batch)
+        exporter = export_torch(self, path, opset)
         return {"torch": torch.__version__.split("+")[0], "exporter": exporter}
+
+
+def _forward_params(module: Any) -> list[str]:
+    """The names of forward's positional parameters, in order; [] where they cannot be read."""
+    import inspect
+
+    try:
+        params = inspect.signature(module.forward).parameters.values()
+    except (TypeError, ValueError, AttributeError):
+        return []
+    names = []
+    for p in params:
+        if p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+            break
+        names.append(p.name)
+    return names
+
+
+def _named_examples(module: Any, examples: Any, given: Sequence[str] | None) -> tuple[list[str], list[Any]]:
+    """(input names, example values in forward's order) from a tuple or a dict of examples."""
+    params = _forward_params(module)
+    if isinstance(examples, Mapping):
+        keys = list(examples)
+        if params and sorted(keys) != sorted(params[:len(keys)]):
+            raise ConversionError(f"The example input names {keys} must be the first parameters of the model's "
+                                  f"forward {params}: edgesdk passes inputs by position.")
+        names = params[:len(keys)] if params else keys
+        if given and list(given) != names:
+            raise ConversionError(f"input_names {list(given)} differ from the example's names {names}.")
+        return names, [examples[n] for n in names]
+    values = list(examples)
+    if given:
+        return _names(given, len(values), "input"), values
+    if (len(values) == 1 and _is_float(values[0])) or len(params) < len(values):
+        return _names(None, len(values), "input"), values
+    return params[:len(values)], values
+
+
+def _is_float(value: Any) -> bool:
+    dtype = getattr(value, "dtype", None)
+    return np.asarray(value).dtype.kind == "f" if dtype is None else "float" in str(dtype)
+
+
+def _merge_axes(names: list[str], ranks: list[int], dynamic_batch: bool, axes: DynamicAxes) -> DynamicAxes:
+    """Every input's dynamic axes: the first under dynamic_batch, plus those given (checked)."""
+    unknown = sorted(set(axes) - set(names))
+    if unknown:
+        raise ConversionError(f"Dynamic axes name inputs {unknown} the model does not have; its inputs are {names}.")
+    merged: DynamicAxes = {}
+    for name, rank in zip(names, ranks):
+        mine = ({0: "batch"} if dynamic_batch and rank else {}) | axes.get(name, {})
+        bad = [a for a in mine if not 0 <= a < rank]
+        if bad:
+            raise ConversionError(f"Input '{name}' has {rank} axes; dynamic axis {bad[0]} does not exist.")
+        if mine:
+            merged[name] = mine
+    return merged
+
+
+def _symbolic(shape: tuple[int, ...], axes: dict[int, str]) -> tuple[Any, ...]:
+    return tuple(axes.get(i, int(d)) for i, d in enumerate(shape))
+
+
+def axis_sizes(specs: Sequence[TensorSpec], feeds: dict[str, np.ndarray]) -> dict[str, int]:
+    """The size of each symbolic axis name in these feeds."""
+    return {d: int(feeds[s.name].shape[i]) for s in specs for i, d in enumerate(s.shape) if isinstance(d, str)}
+
+
+def resize_axes(specs: Sequence[TensorSpec], feeds: dict[str, np.ndarray], sizes: dict[str, int]) -> dict[str, np.ndarray]:
+    """The feeds with each named symbolic axis cut or repeated to its new size (repeating keeps token ids
+    valid and masks masks)."""
+    out = {}
+    for s in specs:
+        a = feeds[s.name]
+        for i, d in enumerate(s.shape):
+            if isinstance(d, str) and d in sizes and a.shape[i] != sizes[d]:
+                a = np.take(a, np.arange(sizes[d]) % a.shape[i], axis=i)
+        out[s.name] = np.ascontiguousarray(a)
+    return out
 
 
 class OnnxSource(SourceModel):
@@ -349,8 +472,9 @@ def load_keras(path: Path, input_shape: Sequence[int] | None = None, trust_sourc
 
 
 def from_module(module: Any, example_input: Any, **kwargs: Any) -> TorchSource:
-    """A SourceModel from a torch module and an example input (a tensor, an array, or a tuple of them)."""
-    examples = example_input if isinstance(example_input, (tuple, list)) else (example_input,)
+    """A SourceModel from a torch module and an example input (a tensor, an array, a tuple of them in
+    forward's order, or a dict by forward's parameter names)."""
+    examples = example_input if isinstance(example_input, (tuple, list, Mapping)) else (example_input,)
     return TorchSource(module, examples, **kwargs)
 
 
@@ -406,16 +530,21 @@ def load_source(
     input_shape: Sequence[int] | None = None,
     dynamic_batch: bool = False,
     trust_source: bool = False,
+    dynamic_axes: Any = None,
 ) -> SourceModel:
     """Open a source model from the CLI's arguments: a model file, or a factory with optional weights.
-    trust_source=True lets a SavedModel with file-system or Python-calling ops be converted (it runs)."""
+    A factory's module may carry its own example (`example_inputs`: a tuple or a dict by name, e.g. token
+    ids) or `input_shape`. trust_source=True lets a SavedModel with file-system or Python-calling ops be
+    converted (it runs)."""
     if factory:
         module = load_factory(factory)
         if weights:
             load_weights(module, weights)
-        return TorchSource(module, _example_from_shape(input_shape or getattr(module, "input_shape", None),
-                                                       f"Factory {factory}"),
-                           description=factory, dynamic_batch=dynamic_batch)
+        carried = getattr(module, "example_inputs", None)
+        examples = carried if carried is not None and input_shape is None else _example_from_shape(
+            input_shape or getattr(module, "input_shape", None), f"Factory {factory}")
+        return TorchSource(module, examples, description=factory, dynamic_batch=dynamic_batch,
+                           dynamic_axes=dynamic_axes)
     if path is None:
         raise ModelLoadError("Give a model file (.onnx, TorchScript .pt, torch.export .pt2, .keras, .h5, a "
                              "SavedModel folder) or --factory.")
@@ -425,19 +554,21 @@ def load_source(
     if not p.is_file():
         raise ModelLoadError(f"Model file not found: {p}")
     suffix = p.suffix.lower()
-    if suffix == ".onnx":
+    if suffix == ".onnx" and not dynamic_axes:
         return OnnxSource(p, input_shape)
     if suffix in (".keras", ".h5", ".hdf5"):
         return load_keras(p, input_shape)
-    if suffix == ".pt2":
-        return _load_exported(p, input_shape, dynamic_batch)
-    if suffix in (".pt", ".pth", ".jit", ".ts", ".torchscript"):
-        return _load_torchscript(p, input_shape, dynamic_batch)
+    if suffix in (".pt2", ".pt", ".pth", ".jit", ".ts", ".torchscript"):
+        load = _load_exported if suffix == ".pt2" else _load_torchscript
+        return load(p, input_shape, dynamic_batch, dynamic_axes)
+    if dynamic_axes:
+        raise ConversionError(f"Dynamic axes apply to torch sources; {p.name} keeps the shapes it declares "
+                              "(an ONNX file's symbolic dimensions stay symbolic).")
     raise ModelLoadError(f"Unknown model file type '{suffix}' ({p}). edgesdk reads .onnx, TorchScript .pt, "
                          "torch.export .pt2, Keras .keras/.h5, a SavedModel folder, or --factory with --weights.")
 
 
-def _load_exported(p: Path, input_shape: Sequence[int] | None, dynamic_batch: bool) -> SourceModel:
+def _load_exported(p: Path, input_shape: Sequence[int] | None, dynamic_batch: bool, dynamic_axes: Any) -> SourceModel:
     """A torch.export program (.pt2); its own example inputs unless a shape is given."""
     torch = require("torch", "torch", f"Reading {p.name}")
     try:
@@ -450,10 +581,11 @@ def _load_exported(p: Path, input_shape: Sequence[int] | None, dynamic_batch: bo
         examples = program.example_inputs[0]
     if not examples:
         examples = _example_from_shape(None, str(p))
-    return TorchSource(program.module(), examples, description=str(p), dynamic_batch=dynamic_batch)
+    return TorchSource(program.module(), examples, description=str(p), dynamic_batch=dynamic_batch,
+                       dynamic_axes=dynamic_axes)
 
 
-def _load_torchscript(p: Path, input_shape: Sequence[int] | None, dynamic_batch: bool) -> SourceModel:
+def _load_torchscript(p: Path, input_shape: Sequence[int] | None, dynamic_batch: bool, dynamic_axes: Any) -> SourceModel:
     """A TorchScript archive; a plain checkpoint of weights is told to use --factory."""
     torch = require("torch", "torch", f"Reading {p.name}")
     try:
@@ -465,4 +597,4 @@ def _load_torchscript(p: Path, input_shape: Sequence[int] | None, dynamic_batch:
             "--factory package.module:function --weights FILE."
         ) from None
     return TorchSource(module, _example_from_shape(input_shape, f"TorchScript file {p.name}"),
-                       description=str(p), dynamic_batch=dynamic_batch)
+                       description=str(p), dynamic_batch=dynamic_batch, dynamic_axes=dynamic_axes)

@@ -4,6 +4,7 @@ Both are stored in the bundle manifest, so every backend and app feeds a model t
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -11,6 +12,9 @@ from typing import Any
 import numpy as np
 
 Dim = int | str | None  # a fixed size, or a symbolic / unknown one (dynamic axis)
+#: Dynamic axes beyond a fixed shape: input name -> {axis index: symbolic name}, e.g.
+#: {"input_ids": {1: "sequence"}}. Inputs sharing a name share a size (ids and mask).
+DynamicAxes = dict[str, dict[int, str]]
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,30 @@ class TensorSpec:
         )
 
 
+def parse_dynamic_axes(given: Any) -> DynamicAxes:
+    """Dynamic axes from a dict, or from CLI-style specs "input_ids:1=sequence" (a string, comma-separated
+    specs, or a list of them). UsageError for anything else, saying the form expected."""
+    from .errors import UsageError
+
+    if not given:
+        return {}
+    if isinstance(given, dict):
+        try:
+            return {str(k): {int(a): str(n) for a, n in v.items()} for k, v in given.items()}
+        except (AttributeError, TypeError, ValueError):
+            raise UsageError(f"dynamic_axes must map input names to {{axis: name}}, e.g. "
+                             f"{{'input_ids': {{1: 'sequence'}}}}; got {given!r}.") from None
+    items = given.split(",") if isinstance(given, str) else [p for g in given for p in str(g).split(",")]
+    axes: DynamicAxes = {}
+    for item in (i.strip() for i in items if i.strip()):
+        match = re.fullmatch(r"([^:=\s]+):(\d+)=([A-Za-z_][A-Za-z0-9_]*)", item)
+        if not match:
+            raise UsageError(f"Cannot read the dynamic axis '{item}': write INPUT:AXIS=NAME, e.g. "
+                             "input_ids:1=sequence (inputs sharing a NAME share a size).")
+        axes.setdefault(match[1], {})[int(match[2])] = match[3]
+    return axes
+
+
 def check_array(spec: TensorSpec, arr: np.ndarray, allow_nonfinite: bool = False) -> None:
     """Raise InputError unless arr has spec's dtype and an accepted shape, and (for floating inputs)
     only finite values: NaN or Inf in gives plausible-looking garbage out on several backends."""
@@ -60,17 +88,20 @@ def check_array(spec: TensorSpec, arr: np.ndarray, allow_nonfinite: bool = False
                          "numbers. Check the preprocessing, or pass allow_nonfinite=True to run them anyway.")
 
 
-def random_feeds(specs: Sequence[TensorSpec], seed: int = 0, uniform: bool = False) -> dict[str, np.ndarray]:
-    """Deterministic stand-in inputs of the specs' shapes (dynamic axes as 1) and dtypes: standard normal
-    (or uniform [0, 1)) floats, small non-negative integers (token ids, indices), False for booleans."""
+def random_feeds(specs: Sequence[TensorSpec], seed: int = 0, uniform: bool = False,
+                 length: int = 16) -> dict[str, np.ndarray]:
+    """Deterministic stand-in inputs of the specs' shapes and dtypes: a dynamic first axis as 1, other
+    dynamic axes (a sequence) as `length`; standard normal (or uniform [0, 1)) floats; small non-negative
+    integers (token ids, indices), except ones for masks (an integer input named *mask*); False for booleans."""
     rng = np.random.default_rng(seed)
     feeds = {}
     for s in specs:
-        shape, dtype = s.concrete_shape(), np.dtype(s.dtype)
+        shape = tuple(d if isinstance(d, int) else (1 if i == 0 else length) for i, d in enumerate(s.shape))
+        dtype = np.dtype(s.dtype)
         if dtype.kind == "f":
             values = rng.random(shape) if uniform else rng.standard_normal(shape)
         elif dtype.kind in "iu":
-            values = rng.integers(0, 100, shape)
+            values = np.ones(shape) if "mask" in s.name.lower() else rng.integers(0, 100, shape)
         else:
             values = np.zeros(shape)
         feeds[s.name] = values.astype(dtype)

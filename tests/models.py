@@ -76,3 +76,55 @@ def tiny_keras_cnn():
     x = keras.layers.GlobalAveragePooling2D()(x)
     out = keras.layers.Dense(10)(x)
     return keras.Model(inp, out, name="tiny_keras_cnn")
+
+
+class TinyBert(nn.Module):
+    """A BERT-shaped encoder: token + position embeddings, post-norm self-attention blocks with an
+    additive padding mask and exact-GELU feed-forwards. Takes int64 ids and mask, returns hidden states."""
+
+    def __init__(self, vocab: int = 1000, dim: int = 64, heads: int = 4, layers: int = 2, max_len: int = 64):
+        super().__init__()
+        self.heads = heads
+        self.tokens, self.positions = nn.Embedding(vocab, dim), nn.Embedding(max_len, dim)
+        self.norm = nn.LayerNorm(dim)
+        self.qkv = nn.ModuleList(nn.Linear(dim, 3 * dim) for _ in range(layers))
+        self.proj = nn.ModuleList(nn.Linear(dim, dim) for _ in range(layers))
+        self.norm1 = nn.ModuleList(nn.LayerNorm(dim) for _ in range(layers))
+        self.ffn = nn.ModuleList(nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
+                                 for _ in range(layers))
+        self.norm2 = nn.ModuleList(nn.LayerNorm(dim) for _ in range(layers))
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        b, t = input_ids.shape
+        x = self.norm(self.tokens(input_ids) + self.positions(torch.arange(t)[None]))
+        bias = (1.0 - attention_mask[:, None, None, :].float()) * -10000.0
+        for qkv, proj, norm1, ffn, norm2 in zip(self.qkv, self.proj, self.norm1, self.ffn, self.norm2):
+            q, k, v = qkv(x).reshape(b, t, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+            attn = torch.softmax(q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5 + bias, dim=-1)
+            x = norm1(x + proj((attn @ v).transpose(1, 2).reshape(b, t, -1)))
+            x = norm2(x + ffn(x))
+        return x
+
+
+def tiny_bert() -> TinyBert:
+    torch.manual_seed(0)
+    model = TinyBert().eval()
+    ids = torch.randint(5, 1000, (1, 16))
+    model.example_inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    return model
+
+
+def token_batches(count: int, length: int, seed: int, vocab: int = 1000) -> list[dict[str, "np.ndarray"]]:
+    """Held-out token batches of one: random ids with a padded tail (mask 0) on every other sample."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    batches = []
+    for i in range(count):
+        ids = rng.integers(5, vocab, (1, length)).astype(np.int64)
+        mask = np.ones((1, length), np.int64)
+        if i % 2:
+            mask[:, length - 1 - i % (length // 2):] = 0
+            ids[mask == 0] = 0
+        batches.append({"input_ids": ids, "attention_mask": mask})
+    return batches

@@ -79,6 +79,9 @@ COMMON_OPTIONS = (
     Option("opset", "int", None, "ONNX opset of the export every target builds from (default 18).", cli=False),
     Option("dynamic_batch", "bool", False, "Export with a dynamic batch dimension.", cli=False),
     Option("task", "str", None, "classification, detection, other: how parity is judged.", cli=False),
+    Option("int8_recipe", "str", "auto", "The INT8 recipe: cnn (static, calibrated on every op), transformer "
+           "(weights-first: dynamic MatMul INT8 on ONNX, SmoothQuant on OpenVINO, dynamic range on TFLite), or "
+           "auto: transformer where the graph has attention.", choices=("auto", "cnn", "transformer")),
 )
 
 

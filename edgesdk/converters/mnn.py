@@ -25,7 +25,7 @@ from pathlib import Path
 
 from ..bundle import Artifact
 from ..errors import ConversionError
-from ..onnx_tools import onnx_for
+from ..onnx_tools import fixed_shapes, onnx_for
 from ..records import Quantization
 from ..stdio import run_tool
 from . import ConversionJob, Converter
@@ -66,7 +66,7 @@ class MNNConverter(Converter):
         layout = job.source.inputs[0].layout if job.source.inputs else None
         made = []
         with tempfile.TemporaryDirectory() as tmp:
-            onnx_path = onnx_for(job, Path(tmp))
+            onnx_path = fixed_shapes(onnx_for(job, Path(tmp)), job.source, Path(tmp) / "fixed.onnx", "mnn")
             for precision in job.precisions:
                 if precision not in _PRECISIONS:
                     raise ConversionError(f"MNN has no precision '{precision}'; choose from {self.precisions}.")

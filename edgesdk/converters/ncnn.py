@@ -30,7 +30,7 @@ import numpy as np
 from ..bundle import Artifact
 from ..calibration import CalibrationSet
 from ..errors import BackendUnavailable, CalibrationError, ConversionError
-from ..onnx_tools import onnx_for
+from ..onnx_tools import fixed_shapes, onnx_for
 from ..options import Option
 from ..records import ArtifactIO, Quantization
 from ..specs import TensorSpec
@@ -116,7 +116,7 @@ class NCNNConverter(Converter):
                         output_names=[f"out{i}" for i in range(len(job.source.outputs))])
         made = []
         with tempfile.TemporaryDirectory() as tmp:
-            onnx_path = onnx_for(job, Path(tmp))
+            onnx_path = fixed_shapes(onnx_for(job, Path(tmp)), job.source, Path(tmp) / "fixed.onnx", "ncnn")
             for precision in job.precisions:
                 stem = "model.ncnn" if precision == "fp32" else f"model.{precision}.ncnn"
                 quant = self._one_precision(precision, pnnx, onnx_path, job, Path(tmp), stem)

@@ -14,7 +14,15 @@ from typing import Any
 
 from ..bundle import Artifact
 from ..errors import CalibrationError, ConversionError
-from ..onnx_tools import DEFAULT_OPSET, describe_error, output_tail, save_slim  # noqa: F401 - DEFAULT_OPSET re-exported
+from ..onnx_tools import (  # noqa: F401 - DEFAULT_OPSET re-exported
+    DEFAULT_OPSET,
+    activation_matmuls,
+    describe_error,
+    graph_kind,
+    int8_recipe,
+    output_tail,
+    save_slim,
+)
 from ..options import Option
 from ..records import Quantization
 from . import ConversionJob, Converter
@@ -44,6 +52,8 @@ def quantize_int8(fp32: Path, out: Path, job: ConversionJob, symmetric: bool = F
     import onnx
 
     model = onnx.load(str(fp32))
+    if not symmetric and int8_recipe(model, job.options) == "transformer":
+        return _quantize_transformer(fp32, out, model)
     calib = job.calibration
     if calib is None:
         return _quantize_dynamic(fp32, out, {n.op_type for n in model.graph.node})
@@ -62,6 +72,20 @@ def quantize_int8(fp32: Path, out: Path, job: ConversionJob, symmetric: bool = F
         calibration=f"{method}" + (f" {extra['CalibPercentile']}" if "CalibPercentile" in extra else ""),
         calibration_samples=len(calib), calibration_source=calib.source, float_nodes=list(exclude),
     )
+
+
+def _quantize_transformer(fp32: Path, out: Path, model: Any) -> Quantization:
+    """Attention graphs: per-channel int8 weights of every MatMul/Gemm with a weight, activations
+    quantized per call (dynamic), the activation-by-activation MatMuls of attention left in float. Static
+    ranges calibrated on every op gave cosine 0.34 on MiniLM; this keeps 0.99+ and needs no calibration."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    kept = activation_matmuls(model)
+    quantize_dynamic(str(fp32), str(out), weight_type=QuantType.QInt8, per_channel=True,
+                     op_types_to_quantize=["MatMul", "Gemm"], nodes_to_exclude=kept)
+    return Quantization(method="dynamic (transformer recipe)", weights="int8 per-channel symmetric",
+                        activations="quantized per call (dynamic)", float_nodes=kept,
+                        details={"recipe": "transformer", "graph": graph_kind(model)})
 
 
 def _quantize_dynamic(fp32: Path, out: Path, ops: set[str]) -> Quantization:

@@ -50,11 +50,15 @@ DEFAULT_FLOAT_LAYERS = 3
 ONNX2TF_SAMPLE = "calibration_image_sample_data_20x128x128x3_float32.npy"
 _CHANNELS_LAST = {3: [0, 2, 1], 4: [0, 2, 3, 1], 5: [0, 2, 3, 4, 1]}
 
+# Exact GELU's Erf is not a TFLite builtin (a flex op LiteRT cannot run): onnx2tf's pseudo-Erf replaces it
+# (measured 2.7e-6 on ConvNeXt). Dynamic axes beyond the batch (a sequence) stay dynamic (-1) in the TFLite
+# model; the backend resizes its interpreter to each input's length.
 _ONNX2TF_SCRIPT = """
 import sys
 import onnx2tf
 onnx2tf.convert(input_onnx_file_path=sys.argv[1], output_folder_path=sys.argv[2], non_verbose=True,
-                output_signaturedefs=True, copy_onnx_input_output_names_to_tflite=True)
+                output_signaturedefs=True, copy_onnx_input_output_names_to_tflite=True,
+                replace_to_pseudo_operators=["erf"])
 """
 
 
@@ -78,9 +82,12 @@ def onnx_to_saved_model(onnx_path: Path, folder: Path, job: ConversionJob | None
     minute on a mobile CNN, and trying INT8 settings on one model should not pay it each time."""
     from ..bundle import sha256_of
 
+    import hashlib
+
     version = onnx2tf_version()
     versions = {"onnx2tf": version}
-    cached = cache_dir() / "onnx2tf" / f"{sha256_of(onnx_path)[:32]}-{version}"
+    settings = hashlib.sha256(_ONNX2TF_SCRIPT.encode())
+    cached = cache_dir() / "onnx2tf" / f"{sha256_of(onnx_path)[:32]}-{version}-{settings.hexdigest()[:8]}"
     if (cached / "saved_model.pb").is_file():
         log.info("Using the cached onnx2tf SavedModel %s", cached)
         return cached, versions
@@ -110,13 +117,31 @@ def _run_onnx2tf(onnx_path: Path, folder: Path, job: ConversionJob) -> None:
                             cwd=work, env=env, capture_output=True, text=True, timeout=3600)
     if result.returncode != 0 or not (folder / "saved_model.pb").is_file():
         raise ConversionError(f"onnx2tf could not convert the model (exit {result.returncode}): "
-                              f"{last_lines(result.stderr + result.stdout)}")
+                              f"{onnx2tf_error(result.stderr + result.stdout)}. The ONNX and OpenVINO targets take "
+                              "any model that exports to ONNX.")
+
+
+def onnx2tf_error(output: str) -> str:
+    """The cause in onnx2tf's output: the exception it caught and the ONNX node it failed on (its last
+    lines are generic advice about -b / -ois / -kt options)."""
+    import re
+
+    clean = re.sub(r"\x1b\[[0-9;]*m", "", output)
+    lines = [line.strip() for line in clean.splitlines() if line.strip()]
+    cause = next((line for line in lines if re.match(r"^[A-Za-z_.]*(Error|Exception): ", line)), None)
+    after = lines[lines.index(cause) + 1:] if cause else []
+    detail = next((line for line in after if "must be" in line or "not supported" in line), None)
+    node = next((line for line in lines if line.startswith("onnx_op_name:") or line.startswith("• name=")), None)
+    found = [x for x in (cause, detail, node) if x]
+    return " ".join(found)[:600] if found else last_lines(clean)
 
 
 def _sample_nhwc(job: ConversionJob) -> np.ndarray:
     """20 channels-last samples of the first input, from the calibration set where there is one."""
     spec = job.source.inputs[0]
     perm = _CHANNELS_LAST.get(len(spec.shape))
+    if np.dtype(spec.dtype).kind != "f":  # token ids: onnx2tf's sample only matters for images
+        return job.source.example_feeds()[spec.name]
     if job.calibration is not None:
         arrays = [s[spec.name] for s in job.calibration.samples[:20]]
         batch = np.concatenate(arrays)
@@ -127,10 +152,11 @@ def _sample_nhwc(job: ConversionJob) -> np.ndarray:
 
 def layout_permutations(session: Any, job: ConversionJob, channels_last: bool) -> ArtifactIO:
     """How each TFLite tensor's shape relates to the source's: None (same) or the permutation applied."""
-    def perm_for(mine: tuple[int, ...], source: tuple[int, ...], what: str) -> list[int] | None:
+    def perm_for(mine: tuple[Any, ...], source: tuple[int, ...], what: str) -> list[int] | None:
         candidates = ([_CHANNELS_LAST[len(source)]] if channels_last and len(source) in _CHANNELS_LAST else []) + [None]
         for p in candidates:
-            if (tuple(source[i] for i in p) if p else tuple(source)) == tuple(mine):
+            moved = tuple(source[i] for i in p) if p else tuple(source)
+            if len(moved) == len(mine) and all(m is None or m == d for m, d in zip(mine, moved)):  # None: dynamic
                 return p
         raise ConversionError(f"The TFLite {what} has shape {list(mine)}, which does not match the source's "
                               f"{list(source)} in either layout.")
@@ -177,6 +203,22 @@ def _converter(saved_model: Path) -> Any:
 def _quiet_convert(converter: Any) -> bytes:
     with quiet_stdout():
         return converter.convert()
+
+
+def quantize_dynamic_range(saved_model: Path) -> tuple[bytes, Quantization]:
+    """Attention graphs: int8 weights, activations in float (quantized on the fly by the hybrid kernels).
+    Full-integer calibration collapses attention, and token-id inputs cannot be calibrated as floats."""
+    import tensorflow as tf
+
+    conv = _converter(saved_model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    try:
+        data = _quiet_convert(conv)
+    except Exception as exc:
+        raise ConversionError(f"TFLite dynamic-range quantization failed: {converter_error(str(exc))}") from None
+    return data, Quantization(method="tf.lite dynamic-range (transformer recipe)", weights="int8 per-channel",
+                              activations="float (int8 on the fly in hybrid kernels)",
+                              details={"recipe": "transformer", "io": "float32"})
 
 
 def quantize_int8(saved_model: Path, job: ConversionJob, perms: list[Any], fp32_model: bytes = b""
@@ -280,6 +322,16 @@ def _output_tail(tflite_model: bytes) -> list[str]:
     return [names[int(t)] for i in tail for t in ops[i]["outputs"]]
 
 
+def converter_error(message: str) -> str:
+    """The cause in a TFLiteConverter message, which ends with an MLIR dump: its first 'error:' line (the op
+    and why) and the list of ops that would need TF Select, where there is one."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    errors = [line.rsplit("error: ", 1)[1] for line in lines if "error: " in line and "failed while converting" not in line]
+    select = [line for line in lines if line.startswith(("TF Select ops:", "Flex ops:"))]
+    found = list(dict.fromkeys(errors[:1] + select[:1]))
+    return "; ".join(found) if found else last_lines(message, 1)
+
+
 class TFLiteConverter(Converter):
     name = "tflite"
     precisions = ("fp32", "fp16", "int8")
@@ -301,6 +353,7 @@ class TFLiteConverter(Converter):
         self.require()
         versions = {"tensorflow": tf.__version__}
         made: list[Artifact] = []
+        recipe = job.options.get("int8_recipe") or "auto"
         with tempfile.TemporaryDirectory() as tmp:
             saved_model = Path(tmp) / "saved_model"
             writer = getattr(job.source, "write_saved_model", None)
@@ -309,10 +362,23 @@ class TFLiteConverter(Converter):
                 route, channels_last = "keras SavedModel -> tf.lite", False
             else:
                 onnx2tf_version()  # fail early, with the install line, if it is missing
-                from ..onnx_tools import onnx_for
+                from ..onnx_tools import fixed_shapes, onnx_for
 
-                saved_model, made_with = onnx_to_saved_model(onnx_for(job, Path(tmp)), saved_model, job)
+                onnx_path = onnx_for(job, Path(tmp))
+                try:
+                    saved_model, made_with = onnx_to_saved_model(onnx_path, saved_model, job)
+                except ConversionError:  # onnx2tf fails on some dynamic graphs (MiniLM): fix the sequence
+                    fixed = fixed_shapes(onnx_path, job.source, Path(tmp) / "fixed.onnx", self.name)
+                    if fixed == onnx_path:
+                        raise
+                    saved_model, made_with = onnx_to_saved_model(fixed, saved_model, job)
                 versions.update(made_with)
+                if "int8" in job.precisions:
+                    import onnx
+
+                    from ..onnx_tools import int8_recipe
+
+                    recipe = int8_recipe(onnx.load(str(onnx_path), load_external_data=False), job.options)
                 route, channels_last = "ONNX -> onnx2tf (channels-last SavedModel) -> tf.lite", True
             fp32_bytes = self._convert_plain(saved_model)
             with tempfile.NamedTemporaryFile(suffix=".tflite", dir=tmp, delete=False) as f:
@@ -324,14 +390,14 @@ class TFLiteConverter(Converter):
             probe.close()  # its specs stay readable
             layout = "NHWC" if any(io_perms.inputs) else (job.source.inputs[0].layout if job.source.inputs else None)
             for precision in job.precisions:
-                name, data, quant = self._one_precision(precision, saved_model, fp32_bytes, io_perms, job)
+                name, data, quant = self._one_precision(precision, saved_model, fp32_bytes, io_perms, job, recipe)
                 (job.stage / name).write_bytes(data)
                 made.append(Artifact(file=name, format="tflite", precision=precision, layout=layout,
                                      versions={**versions, "route": route}, quantization=quant, io=io_perms))
         return made
 
     def _one_precision(self, precision: str, saved_model: Path, fp32_bytes: bytes, io_perms: ArtifactIO,
-                       job: ConversionJob) -> tuple[str, bytes, Quantization]:
+                       job: ConversionJob, recipe: str) -> tuple[str, bytes, Quantization]:
         """(file name, model bytes, quantization record) of one precision."""
         import tensorflow as tf
 
@@ -343,6 +409,9 @@ class TFLiteConverter(Converter):
             conv.target_spec.supported_types = [tf.float16]
             return "model.fp16.tflite", _quiet_convert(conv), Quantization(
                 method="float16 weights (dequantized at load by XNNPACK)", weights="float16")
+        if precision == "int8" and recipe == "transformer":
+            data, quant = quantize_dynamic_range(saved_model)
+            return "model.int8.tflite", data, quant
         if precision == "int8":
             data, quant = quantize_int8(saved_model, job, io_perms.inputs, fp32_bytes)
             return "model.int8.tflite", data, quant
@@ -352,7 +421,8 @@ class TFLiteConverter(Converter):
         try:
             return _quiet_convert(_converter(saved_model))
         except Exception as exc:
-            raise ConversionError(f"TFLiteConverter failed on the model: {last_lines(str(exc), 1)}") from None
+            raise ConversionError(f"TFLiteConverter failed on the model: {converter_error(str(exc))}. The ONNX and "
+                                  "OpenVINO targets take this model.") from None
 
 
 CONVERTER = TFLiteConverter()

@@ -63,6 +63,9 @@ class Backend(Plugin):
     # Whether it runs any batch size on an artifact converted with dynamic_batch=True. A backend that
     # does not refuses a batch other than the artifact's with an InputError (the conformance suite checks both).
     dynamic_batch: bool = False
+    # Whether it also keeps other dynamic axes (a sequence length): artifacts of a backend that does not
+    # are fixed at the example's shape.
+    dynamic_shapes: bool = False
     # Cases of tests/test_backend_conformance.py this backend cannot pass, each with the reason: a new
     # backend passes the suite or says here what it skips and why.
     conformance_skips: dict[str, str] = {}
@@ -132,12 +135,14 @@ class AdaptedSession:
         self._in_perm = list(io.inputs or [None] * len(inputs))
         self._out_inverse = [None if p is None else list(np.argsort(p)) for p in io.outputs or [None] * len(outputs)]
         self._in_names = inner_names(session.inputs, inputs, io.input_names, aliases(session, "input"))
+        by_name = {s.name: s.dtype for s in session.inputs}
+        self._in_dtypes = [by_name.get(n, s.dtype) for n, s in zip(self._in_names, inputs)]
         inner_out = [s.name for s in session.outputs]
         self._out_order = [inner_out.index(n) for n in inner_names(session.outputs, outputs, io.output_names,
                                                                     aliases(session, "output"))]
 
     def _inner_feeds(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        arrays = [feeds[s.name] for s in self.inputs]
+        arrays = [_narrowed(feeds[s.name], d) for s, d in zip(self.inputs, self._in_dtypes)]
         return {name: (np.ascontiguousarray(a.transpose(p)) if p is not None else a)
                 for name, a, p in zip(self._in_names, arrays, self._in_perm)}
 
@@ -159,6 +164,17 @@ class AdaptedSession:
                 return [self._outer_outputs(o) for o in outs], latencies
             return run_many
         return attr
+
+
+def _narrowed(array: np.ndarray, dtype: str) -> np.ndarray:
+    """int64 token ids for a runtime that took them as int32 (MNN): cast, refusing values that do not fit."""
+    if array.dtype == np.int64 and dtype == "int32":
+        if array.size and (array.max() > np.iinfo(np.int32).max or array.min() < np.iinfo(np.int32).min):
+            from ..errors import InputError
+
+            raise InputError("Integer inputs beyond the int32 range: this runtime takes them as int32.")
+        return array.astype(np.int32)
+    return array
 
 
 def aliases(session: Session, what: str) -> list[set[str]]:
@@ -221,7 +237,8 @@ def adapt(session: Session, inputs: list[TensorSpec], outputs: list[TensorSpec],
                              f"{'; '.join(io_problems(session, inputs, outputs, io))}. Re-convert the model.")
     same_names = ([s.name for s in session.inputs] == [s.name for s in inputs] and
                   [s.name for s in session.outputs] == [s.name for s in outputs])
-    if same_names and not io.permutes:
+    narrowed = any(s.dtype == "int64" and i.dtype == "int32" for s, i in zip(inputs, session.inputs))
+    if same_names and not io.permutes and not narrowed:
         return session
     return AdaptedSession(session, inputs, outputs, io)
 

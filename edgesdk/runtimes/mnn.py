@@ -88,8 +88,9 @@ class MNNSession:
             raise InferenceError("This MNN session is closed.")
         check_feeds(self.inputs, feeds)
         expr = _mnn().expr
-        args = [expr.const(np.ascontiguousarray(feeds[s.name]), list(feeds[s.name].shape), expr.NCHW)
-                for s in self.inputs]
+        kinds = {"float32": expr.float, "int32": expr.int, "int64": expr.int64, "uint8": expr.uint8, "int8": expr.int8}
+        args = [expr.const(np.ascontiguousarray(feeds[s.name]), list(feeds[s.name].shape), expr.NCHW,
+                           kinds.get(s.dtype, expr.float)) for s in self.inputs]
         with self._pool.borrow() as module:
             try:
                 results = module.forward(args)

@@ -90,6 +90,7 @@ class OnnxRuntimeBackend(Backend):
     modules = ("onnxruntime",)
     reference = True  # runs .onnx source models for the outputs artifacts are checked against
     dynamic_batch = True
+    dynamic_shapes = True
     extra = "onnx"
     # On x86 CPUs the QDQ INT8 kernels are the fastest; FP16 runs through casts on the CPU provider.
     precision_preference = ("int8", "fp32", "fp16")

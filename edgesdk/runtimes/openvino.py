@@ -120,6 +120,7 @@ class OpenVINOBackend(Backend):
     suffixes = {".xml": "openvino"}
     modules = ("openvino",)
     dynamic_batch = True
+    dynamic_shapes = True
     extra = "openvino"
     precision_preference = ("int8", "fp32", "fp16", "bf16")
     # On x86, in ONNX Runtime's tier and ahead of it when nothing was measured (usually faster there).

@@ -115,7 +115,10 @@ class TFLiteSession:
         self.outputs = [self._spec(n, d) for n, d in self._out]
 
     def _spec(self, name: str, detail: dict[str, Any]) -> TensorSpec:
-        shape = tuple(int(v) for v in detail["shape"])
+        """Axes after the first that the model leaves dynamic (-1 in its signature: a sequence) are None;
+        the batch stays as allocated."""
+        signature = detail.get("shape_signature", detail["shape"])
+        shape = tuple(int(v) if i == 0 or int(s) >= 0 else None for i, (v, s) in enumerate(zip(detail["shape"], signature)))
         dtype = np.dtype(detail["dtype"]).name
         if not self.raw and _quant(detail):
             dtype = "float32"  # what callers exchange; the session (de)quantizes
@@ -136,12 +139,7 @@ class TFLiteSession:
                 if q is not None:
                     info = np.iinfo(detail["dtype"])
                     x = np.clip(np.round(x / q[0] + q[1]), info.min, info.max).astype(detail["dtype"])
-                if tuple(x.shape) != tuple(detail["shape"]):
-                    raise InputError(f"Input '{name}' has shape {list(x.shape)}; the TFLite model expects "
-                                     f"{[int(d) for d in detail['shape']]} (its batch is fixed).")
-                if np.dtype(x.dtype) != np.dtype(detail["dtype"]):
-                    raise InputError(f"Input '{name}' has dtype {x.dtype}; the TFLite model expects "
-                                     f"{np.dtype(detail['dtype']).name}.")
+                self._fit(it, name, detail, x)
                 it.set_tensor(detail["index"], np.ascontiguousarray(x))
         except KeyError as exc:
             raise InputError(f"Missing input {exc}; the model takes {[n for n, _ in self._in]}.") from None
@@ -155,6 +153,20 @@ class TFLiteSession:
             q = None if self.raw else _quant(detail)
             outs.append((y.astype(np.float32) - q[1]) * q[0] if q is not None else y.copy())
         return outs
+
+    def _fit(self, it: Any, name: str, detail: dict[str, Any], x: np.ndarray) -> None:
+        """Check x against the input; resize this interpreter to x's length along the model's dynamic axes."""
+        spec = next(s for s in self.inputs if s.name == name)
+        if not spec.accepts_shape(x.shape):
+            raise InputError(f"Input '{name}' has shape {list(x.shape)}; the TFLite model expects "
+                             f"{[d if d is not None else 'any' for d in spec.shape]} (its batch is fixed).")
+        if np.dtype(x.dtype) != np.dtype(detail["dtype"]):
+            raise InputError(f"Input '{name}' has dtype {x.dtype}; the TFLite model expects "
+                             f"{np.dtype(detail['dtype']).name}.")
+        current = next(d for d in it.get_input_details() if d["index"] == detail["index"])["shape"]
+        if tuple(current) != tuple(x.shape):
+            it.resize_tensor_input(detail["index"], list(x.shape), strict=True)
+            it.allocate_tensors()
 
     def close(self) -> None:
         if self._pool is not None:
@@ -171,6 +183,7 @@ class TFLiteBackend(Backend):
     precision_preference = ("int8", "fp32", "fp16")
     # First on ARM boards and phones (XNNPACK); a fallback on x86 and NVIDIA hosts.
     device_rank = {"rpi": 0, "android": 0, "arm": 0, "x86": 30, "jetson": 30, "nvidia": 40}
+    dynamic_shapes = True  # axes after the batch that onnx2tf left dynamic (-1): resized per call
 
     def available(self) -> tuple[bool, str]:
         try:
