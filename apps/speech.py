@@ -1,13 +1,16 @@
-"""Streaming voice activity detection and wake-word spotting on WAV files, in fixed-size chunks as a
-device would process a microphone, with latency logged per stage.
+"""Streaming voice activity detection, wake-word spotting and (with --transcribe) speech recognition on
+WAV files, in fixed-size chunks as a device would process a microphone, with latency logged per stage.
 
     python -m apps.speech speech.wav [more.wav] [--vad build/vad] [--wake-word okay_nabu,alexa]
-        [--log build/speech-latency.jsonl] [--json]
+        [--transcribe] [--asr build/whisper] [--log build/speech-latency.jsonl] [--json]
     python -m apps.speech --mic 10        # 10 s from the microphone (needs sounddevice and a device)
 
-Models: silero-vad (converted by edgesdk into build/vad on first use, ONNX + OpenVINO) and the int8
-TFLite wake-word models of pymicro-wakeword, both through edgesdk.Runtime. Each 32 ms chunk (512
-samples at 16 kHz) goes through: features (the wake words' 40-band front end), vad, wakeword."""
+Models: silero-vad (converted by edgesdk into build/vad on first use, ONNX + OpenVINO), the int8
+TFLite wake-word models of pymicro-wakeword, and Whisper-base's encoder and decoder (converted into
+build/whisper on first use, ONNX FP32 + INT8), all through edgesdk.Runtime. Each 32 ms chunk (512
+samples at 16 kHz) goes through: features (the wake words' 40-band front end), vad, wakeword. Each speech
+segment VAD closes then goes through: mel (numpy), asr_encoder, asr_decoder (greedy, numpy around the
+Runtime)."""
 
 from __future__ import annotations
 
@@ -42,6 +45,85 @@ def build_vad_bundle(out: Path) -> Path:
     log.warning("Converting silero-vad into %s (first use)", out)
     edgesdk.convert(source, targets=["onnx", "openvino"], precisions=["fp32"], out=out, validation=windows,
                     task="voice-activity")
+    return out
+
+
+DEFAULT_ASR = "build/whisper"
+
+
+def build_asr_bundles(folder: Path) -> Path:
+    """Convert Whisper-base's encoder and decoder into folder/encoder and folder/decoder (ONNX FP32 and
+    INT8 by the transformer recipe), parity measured on the recorded voices of alsa-utils where installed."""
+    from edgesdk import whisper
+
+    voices = sorted(Path("/usr/share/sounds/alsa").glob("*.wav"))[:3]
+    mels = [{"mel": whisper.log_mel(load_wav(v, RATE))} for v in voices] or None
+    log.warning("Converting Whisper-base into %s (first use, a few minutes)", folder)
+    encoder = whisper.whisper_encoder()
+    edgesdk.convert(encoder, encoder.example_inputs, targets=["onnx"], precisions=["fp32", "int8"],
+                    out=folder / "encoder", validation=mels, force=True)
+    decoder = whisper.whisper_decoder()
+    edgesdk.convert(decoder, decoder.example_inputs, targets=["onnx"], precisions=["fp32", "int8"],
+                    out=folder / "decoder", validation=_decoder_feeds(encoder, decoder, mels), force=True,
+                    dynamic_axes=["tokens:1=tokens"])
+    return folder
+
+
+def _decoder_feeds(encoder: Any, decoder: Any, mels: list[dict[str, np.ndarray]] | None) -> list[dict[str, Any]] | None:
+    """The decoder's real inputs: each voice's encoder output with its transcript's prefixes, token by token."""
+    import torch
+
+    from edgesdk import whisper
+
+    feeds = []
+    with torch.no_grad():
+        for mel in mels or []:
+            cross_k, cross_v = (x.numpy() for x in encoder(torch.from_numpy(mel["mel"])))
+            step = lambda t: decoder(torch.from_numpy(t), torch.from_numpy(cross_k), torch.from_numpy(cross_v)).numpy()  # noqa: E731
+            text = whisper.greedy_tokens(step)
+            feeds += [{"tokens": np.array([list(whisper.PROMPT) + text[:n]], np.int64), "cross_k": cross_k,
+                       "cross_v": cross_v} for n in range(len(text) + 1)]
+    return feeds or None
+
+
+class Transcriber:
+    """Whisper-base through two Runtimes: the encoder once per segment, the decoder once per token."""
+
+    def __init__(self, folder: Path, threads: int | None):
+        from edgesdk import whisper
+
+        self.whisper = whisper
+        self.encoder = edgesdk.Runtime(folder / "encoder", threads=threads)
+        self.decoder = edgesdk.Runtime(folder / "decoder", threads=threads)
+        self.tokenizer = whisper.tokenizer()
+
+    def __call__(self, audio: np.ndarray, latency: edgesdk.LatencyLog) -> str:
+        with latency.stage("mel"):
+            mel = self.whisper.log_mel(audio)
+        with latency.stage("asr_encoder"):
+            cross_k, cross_v = self.encoder.run(mel)
+        with latency.stage("asr_decoder"):
+            tokens = self.whisper.greedy_tokens(
+                lambda t: self.decoder.run({"tokens": t, "cross_k": cross_k, "cross_v": cross_v}))
+        return self.tokenizer.decode(tokens).strip()
+
+    def describe(self) -> str:
+        return f"ASR encoder {self.encoder.artifact.id} / decoder {self.decoder.artifact.id} on {self.encoder.backend}"
+
+    def close(self) -> None:
+        self.encoder.close()
+        self.decoder.close()
+
+
+def transcribe_segments(audio: np.ndarray, segments: list[tuple[float, float]], asr: Transcriber,
+                        latency: edgesdk.LatencyLog, name: str, pad_s: float = 0.2) -> list[dict[str, Any]]:
+    """Each speech segment (with pad_s of audio either side, at most 30 s) as text."""
+    out = []
+    for start, end in segments:
+        a, b = max(0, int((start - pad_s) * RATE)), min(len(audio), int((end + pad_s) * RATE))
+        with latency.sample(audio_s=(b - a) / RATE, input=name, segment=[round(start, 2), round(end, 2)]):
+            text = asr(audio[a:b][:30 * RATE], latency)
+        out.append({"start": round(start, 2), "end": round(end, 2), "text": text})
     return out
 
 
@@ -146,7 +228,7 @@ def load_wake_words(names: list[str], threads: int | None) -> list[WakeWord]:
 
 
 def process(audio: np.ndarray, vad: edgesdk.Runtime, words: list[WakeWord], latency: edgesdk.LatencyLog,
-            name: str = "") -> dict[str, Any]:
+            name: str = "", asr: Transcriber | None = None) -> dict[str, Any]:
     """Stream 16 kHz float32 audio chunk by chunk; return speech segments and wake-word detections (s)."""
     from pymicro_features import MicroFrontend
 
@@ -175,14 +257,18 @@ def process(audio: np.ndarray, vad: edgesdk.Runtime, words: list[WakeWord], late
                     for w in words:
                         w.feed(f, t)
     activity.finish(n_chunks * CHUNK / RATE)
-    return {"input": name, "seconds": round(len(audio) / RATE, 3), "speech": activity.segments,
-            "wake_words": {w.name: list(w.detections) for w in words}}
+    result = {"input": name, "seconds": round(len(audio) / RATE, 3), "speech": activity.segments,
+              "wake_words": {w.name: list(w.detections) for w in words}}
+    if asr is not None:
+        result["transcripts"] = transcribe_segments(audio, activity.segments, asr, latency, name)
+    return result
 
 
 def _line(r: dict[str, Any]) -> str:
     speech = ", ".join(f"{a:.2f}-{b:.2f}s" for a, b in r["speech"]) or "none"
     wake = ", ".join(f"{w} at {', '.join(f'{t:.2f}s' for t in ts)}" for w, ts in r["wake_words"].items() if ts) or "none"
-    return f"{r['input']} ({r['seconds']:.2f} s): speech {speech}; wake words {wake}"
+    said = "".join(f"; \"{t['text']}\"" for t in r.get("transcripts", []))
+    return f"{r['input']} ({r['seconds']:.2f} s): speech {speech}; wake words {wake}{said}"
 
 
 def _audio_sources(args: argparse.Namespace, results: list[dict[str, Any]]) -> list[tuple[str, np.ndarray]]:
@@ -202,6 +288,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--vad", dest="model", help="the same as --model: a silero-vad bundle or model file (built on first use)")
     ap.add_argument("--wake-word", default="okay_nabu,alexa", help="comma-separated pymicro-wakeword models")
     ap.add_argument("--mic", type=float, help="record this many seconds from the microphone (needs sounddevice)")
+    ap.add_argument("--transcribe", action="store_true", help="transcribe each speech segment with Whisper-base")
+    ap.add_argument("--asr", default=DEFAULT_ASR, help="folder of the Whisper encoder and decoder bundles (built on "
+                    "first use)")
     ap.set_defaults(threads=1)  # small models: one thread per model is fastest
     args = ap.parse_args(argv)
     if not args.inputs and not args.mic:
@@ -211,14 +300,24 @@ def main(argv: list[str] | None = None) -> int:
         if not Path(args.model).exists() and args.model == DEFAULT_VAD:
             build_vad_bundle(Path(args.model))
         words = load_wake_words([w for w in args.wake_word.split(",") if w], args.threads)
-        with open_runtime(args) as vad, \
-                edgesdk.LatencyLog(args.log, name=f"speech: VAD {vad.artifact.id} on {vad.backend}, "
-                                                  f"wake words on {words[0].rt.backend if words else '-'}",
-                                   inference_stages=("vad", "wakeword")) as latency:
-            results: list[dict[str, Any]] = []
-            for name, audio in _audio_sources(args, results):
-                results.append(process(audio, vad, words, latency, name))
-            print_results(results, latency, args.json, _line, {})
+        asr = None
+        if args.transcribe:
+            if not (Path(args.asr) / "decoder").exists() and args.asr == DEFAULT_ASR:
+                build_asr_bundles(Path(args.asr))
+            asr = Transcriber(Path(args.asr), None if args.threads == 1 else args.threads)
+        try:
+            with open_runtime(args) as vad, \
+                    edgesdk.LatencyLog(args.log, name=f"speech: VAD {vad.artifact.id} on {vad.backend}, wake words on "
+                                                      f"{words[0].rt.backend if words else '-'}"
+                                                      + (f", {asr.describe()}" if asr else ""),
+                                       inference_stages=("vad", "wakeword", "asr_encoder", "asr_decoder")) as latency:
+                results: list[dict[str, Any]] = []
+                for name, audio in _audio_sources(args, results):
+                    results.append(process(audio, vad, words, latency, name, asr))
+                print_results(results, latency, args.json, _line, {})
+        finally:
+            if asr is not None:
+                asr.close()
         return results
     return run_app(body)
 

