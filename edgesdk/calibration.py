@@ -201,7 +201,8 @@ def _to_samples(item: Any, inputs: Sequence[TensorSpec]) -> list[Sample]:
             raise CalibrationError(f"Calibration sample for '{spec.name}' has shape {a.shape}; the model "
                                    f"expects {list(spec.shape)}.")
         arrays[spec.name] = a
-    if all(tuple(arrays[s.name].shape) == tuple(s.concrete_shape()) for s in inputs):
+    if all(s.accepts_shape(arrays[s.name].shape) and (not s.shape or isinstance(s.shape[0], int)
+                                                     or arrays[s.name].shape[0] == 1) for s in inputs):
         # Exactly one sample as the model takes it (also for inputs whose first axis is not a batch,
         # like a recurrent state [2, 1, 128]).
         return [{s.name: np.ascontiguousarray(arrays[s.name]) for s in inputs}]
