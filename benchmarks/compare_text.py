@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # apps.speech builds the decoder bundle
 from common import interleaved, ratio  # noqa: E402
 
 SEQUENCE = ["input_ids:1=sequence", "attention_mask:1=sequence"]

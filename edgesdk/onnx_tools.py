@@ -84,7 +84,7 @@ def export_torch(source: SourceModel, path: Path, opset: int) -> str:
     import onnx
     import torch
 
-    from .sources import axis_sizes, resize_axes
+    from .specs import axis_sizes, resize_axes
 
     module = source.module  # type: ignore[attr-defined]
     axes = source.dynamic_axes

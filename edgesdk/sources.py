@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ConversionError, ModelLoadError, first_line, require
-from .specs import DynamicAxes, TensorSpec, guess_layout, parse_dynamic_axes, random_feeds
+from .specs import DynamicAxes, TensorSpec, axis_sizes, guess_layout, parse_dynamic_axes, random_feeds, resize_axes
 
 log = logging.getLogger(__name__)
 
@@ -227,24 +227,6 @@ def _merge_axes(names: list[str], ranks: list[int], dynamic_batch: bool, axes: D
 
 def _symbolic(shape: tuple[int, ...], axes: dict[int, str]) -> tuple[Any, ...]:
     return tuple(axes.get(i, int(d)) for i, d in enumerate(shape))
-
-
-def axis_sizes(specs: Sequence[TensorSpec], feeds: dict[str, np.ndarray]) -> dict[str, int]:
-    """The size of each symbolic axis name in these feeds."""
-    return {d: int(feeds[s.name].shape[i]) for s in specs for i, d in enumerate(s.shape) if isinstance(d, str)}
-
-
-def resize_axes(specs: Sequence[TensorSpec], feeds: dict[str, np.ndarray], sizes: dict[str, int]) -> dict[str, np.ndarray]:
-    """The feeds with each named symbolic axis cut or repeated to its new size (repeating keeps token ids
-    valid and masks masks)."""
-    out = {}
-    for s in specs:
-        a = feeds[s.name]
-        for i, d in enumerate(s.shape):
-            if isinstance(d, str) and d in sizes and a.shape[i] != sizes[d]:
-                a = np.take(a, np.arange(sizes[d]) % a.shape[i], axis=i)
-        out[s.name] = np.ascontiguousarray(a)
-    return out
 
 
 class OnnxSource(SourceModel):

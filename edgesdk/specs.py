@@ -108,6 +108,24 @@ def random_feeds(specs: Sequence[TensorSpec], seed: int = 0, uniform: bool = Fal
     return feeds
 
 
+def axis_sizes(specs: Sequence[TensorSpec], feeds: dict[str, np.ndarray]) -> dict[str, int]:
+    """The size of each symbolic axis name in these feeds."""
+    return {d: int(feeds[s.name].shape[i]) for s in specs for i, d in enumerate(s.shape) if isinstance(d, str)}
+
+
+def resize_axes(specs: Sequence[TensorSpec], feeds: dict[str, np.ndarray], sizes: dict[str, int]) -> dict[str, np.ndarray]:
+    """The feeds with each named symbolic axis cut or repeated to its new size (repeating keeps token ids
+    valid and masks masks)."""
+    out = {}
+    for s in specs:
+        a = feeds[s.name]
+        for i, d in enumerate(s.shape):
+            if isinstance(d, str) and d in sizes and a.shape[i] != sizes[d]:
+                a = np.take(a, np.arange(sizes[d]) % a.shape[i], axis=i)
+        out[s.name] = np.ascontiguousarray(a)
+    return out
+
+
 def check_feeds(specs: Sequence[TensorSpec], feeds: dict[str, np.ndarray]) -> None:
     """Raise InputError unless feeds has exactly the named inputs, each matching its spec."""
     from .errors import InputError

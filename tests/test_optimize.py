@@ -138,3 +138,37 @@ def test_worked_example_table(tmp_path):
     assert rows["fused Conv+BN"]["accuracy"] == pytest.approx(base["accuracy"], abs=0.002)
     assert rows["student distilled (+1100 unlabelled)"]["accuracy"] > rows["student alone (100 labels)"]["accuracy"]
     assert rows["QAT INT8"]["accuracy"] >= rows["PTQ INT8 (edgesdk.convert)"]["accuracy"]
+
+
+def test_hidden_state_distillation_teaches_a_shallower_encoder():
+    """loss="hidden": a 1-layer TinyBert (the teacher's second layer, DistilBERT's initialisation) learns the
+    2-layer teacher's token states on unlabelled token batches (dict inputs, padding masked out): its
+    sentence embeddings move towards the teacher's."""
+    import copy
+
+    import numpy as np
+
+    from edgesdk.errors import UsageError
+    from edgesdk.optimize import distill
+    from tests.models import tiny_bert, token_batches
+
+    teacher = tiny_bert()
+    torch.manual_seed(3)
+    student = copy.deepcopy(teacher)
+    for name in ("qkv", "proj", "norm1", "ffn", "norm2"):
+        setattr(student, name, torch.nn.ModuleList([getattr(student, name)[1]]))
+    train = [{k: torch.from_numpy(v) for k, v in b.items()} for b in token_batches(64, 16, seed=8)]
+    held_out = [{k: torch.from_numpy(v) for k, v in b.items()} for b in token_batches(16, 20, seed=9)]
+
+    def cosine() -> float:
+        with torch.no_grad():
+            pairs = [(student(**b), teacher(**b), b["attention_mask"][..., None].float()) for b in held_out]
+        pooled = [((s * m).sum(1) / m.sum(1), (t * m).sum(1) / m.sum(1)) for s, t, m in pairs]
+        return float(np.mean([torch.nn.functional.cosine_similarity(a, b).item() for a, b in pooled]))
+
+    before = cosine()
+    distill(student, teacher, lambda: ((b, None) for b in train), epochs=15, lr=2e-3, loss="hidden", progress=False)
+    after = cosine()
+    assert after > before + 0.05 and after > 0.95, (before, after)
+    with pytest.raises(UsageError, match="hidden"):
+        distill(student, teacher, lambda: iter(()), loss="mse")

@@ -84,7 +84,46 @@ def float_tail(graph_module: Any) -> set[str]:
     return {nodes[i].name for i in tail}
 
 
+def is_attention_graph(graph_module: Any) -> bool:
+    """A softmax and a matmul of two activations (attention), on the exported FX graph: the graph kind
+    edgesdk.onnx_tools.graph_kind tells on ONNX, told here without an ONNX export."""
+    nodes = [n for n in graph_module.graph.nodes if n.op == "call_function"]
+    softmax = any("softmax" in str(n.target) for n in nodes)
+    return softmax and any(any(k in str(n.target) for k in ("matmul", "bmm")) and
+                           all(i.op == "call_function" for i in n.all_input_nodes) for n in nodes)
+
+
+def quantize_dynamic(module: Any, example: tuple[Any, ...]) -> tuple[Any, Quantization]:
+    """Attention graphs: int8 weights of every linear, activations quantized per call by XNNPACK's dynamic
+    kernels (the static recipe's per-tensor activation scales break attention); no calibration needed."""
+    import torch
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=True))
+    prepared = prepare_pt2e(_export(module, example).module(), quantizer)
+    with torch.no_grad():
+        prepared(*example)
+    return convert_pt2e(prepared), Quantization(
+        method="PT2E XNNPACKQuantizer (dynamic, transformer recipe)", weights="int8 per-channel symmetric",
+        activations="int8 per call (dynamic)", details={"recipe": "transformer"})
+
+
 def quantize(module: Any, example: tuple[Any, ...], job: ConversionJob) -> tuple[Any, Quantization]:
+    """The PT2E-quantized module, calibrated on the CalibrationSet, and its record; attention graphs get
+    the dynamic transformer recipe (option int8_recipe overrides the choice)."""
+    recipe = job.options.get("int8_recipe") or "auto"
+    if recipe == "auto":
+        recipe = "transformer" if is_attention_graph(_export(module, example).module()) else "cnn"
+    if recipe == "transformer":
+        return quantize_dynamic(module, example)
+    return quantize_static(module, example, job)
+
+
+def quantize_static(module: Any, example: tuple[Any, ...], job: ConversionJob) -> tuple[Any, Quantization]:
     """The PT2E-quantized module, calibrated on the CalibrationSet, and its record."""
     import torch
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
