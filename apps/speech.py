@@ -51,22 +51,48 @@ def build_vad_bundle(out: Path) -> Path:
 DEFAULT_ASR = "build/whisper"
 
 
+#: Calibration speech for the encoder's INT8 (synthesized by espeak-ng; parity is measured on recorded voices).
+CALIBRATION_SPEECH = ["switch on the light in the hall", "what time is it in tokyo", "stop the music please",
+                      "how many steps did I walk today", "open the window a little", "read my new messages"]
+
+
 def build_asr_bundles(folder: Path) -> Path:
-    """Convert Whisper-base's encoder and decoder into folder/encoder and folder/decoder (ONNX FP32 and
-    INT8 by the transformer recipe), parity measured on the recorded voices of alsa-utils where installed."""
+    """Convert Whisper-base's encoder and decoder into folder/encoder and folder/decoder: ONNX FP32 and INT8
+    (the transformer recipe), and for the encoder OpenVINO FP32 and INT8 (SmoothQuant, calibrated on speech
+    espeak-ng synthesizes); parity measured on the recorded voices of alsa-utils where installed."""
     from edgesdk import whisper
 
     voices = sorted(Path("/usr/share/sounds/alsa").glob("*.wav"))[:3]
     mels = [{"mel": whisper.log_mel(load_wav(v, RATE))} for v in voices] or None
+    calib = [{"mel": whisper.log_mel(a)} for a in _synthesized(CALIBRATION_SPEECH)] or None
     log.warning("Converting Whisper-base into %s (first use, a few minutes)", folder)
     encoder = whisper.whisper_encoder()
-    edgesdk.convert(encoder, encoder.example_inputs, targets=["onnx"], precisions=["fp32", "int8"],
-                    out=folder / "encoder", validation=mels, force=True)
+    targets = ["onnx", "openvino"] if calib else ["onnx"]
+    edgesdk.convert(encoder, encoder.example_inputs, targets=targets, precisions=["fp32", "int8"],
+                    out=folder / "encoder", calib=calib, validation=mels, force=True)
     decoder = whisper.whisper_decoder()
     edgesdk.convert(decoder, decoder.example_inputs, targets=["onnx"], precisions=["fp32", "int8"],
                     out=folder / "decoder", validation=_decoder_feeds(encoder, decoder, mels), force=True,
                     dynamic_axes=["tokens:1=tokens"])
     return folder
+
+
+def _synthesized(texts: list[str]) -> list[np.ndarray]:
+    """16 kHz speech of each text by espeak-ng (two voices, two speeds); [] where espeak-ng is missing."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    if shutil.which("espeak-ng") is None:
+        return []
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, text in enumerate(texts):
+            wav = Path(tmp) / f"{i}.wav"
+            subprocess.run(["espeak-ng", "-v", "en-us" if i % 2 else "en-gb", "-s", str(140 + 20 * (i % 2)), "-w",
+                            str(wav), text], check=True, capture_output=True, timeout=60)
+            out.append(load_wav(wav, RATE))
+    return out
 
 
 def _decoder_feeds(encoder: Any, decoder: Any, mels: list[dict[str, np.ndarray]] | None) -> list[dict[str, Any]] | None:
@@ -89,11 +115,11 @@ def _decoder_feeds(encoder: Any, decoder: Any, mels: list[dict[str, np.ndarray]]
 class Transcriber:
     """Whisper-base through two Runtimes: the encoder once per segment, the decoder once per token."""
 
-    def __init__(self, folder: Path, threads: int | None):
+    def __init__(self, folder: Path, threads: int | None, encoder_precision: str = "auto"):
         from edgesdk import whisper
 
         self.whisper = whisper
-        self.encoder = edgesdk.Runtime(folder / "encoder", threads=threads)
+        self.encoder = edgesdk.Runtime(folder / "encoder", threads=threads, precision=encoder_precision)
         self.decoder = edgesdk.Runtime(folder / "decoder", threads=threads)
         self.tokenizer = whisper.tokenizer()
 
@@ -291,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--transcribe", action="store_true", help="transcribe each speech segment with Whisper-base")
     ap.add_argument("--asr", default=DEFAULT_ASR, help="folder of the Whisper encoder and decoder bundles (built on "
                     "first use)")
+    ap.add_argument("--asr-precision", default="auto", help="the encoder's precision: auto runs what passed parity "
+                    "(FP32 today: INT8's K/V cosine is 0.986-0.988), int8 runs it anyway (2.5x faster on OpenVINO)")
     ap.set_defaults(threads=1)  # small models: one thread per model is fastest
     args = ap.parse_args(argv)
     if not args.inputs and not args.mic:
@@ -304,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.transcribe:
             if not (Path(args.asr) / "decoder").exists() and args.asr == DEFAULT_ASR:
                 build_asr_bundles(Path(args.asr))
-            asr = Transcriber(Path(args.asr), None if args.threads == 1 else args.threads)
+            asr = Transcriber(Path(args.asr), None if args.threads == 1 else args.threads, args.asr_precision)
         try:
             with open_runtime(args) as vad, \
                     edgesdk.LatencyLog(args.log, name=f"speech: VAD {vad.artifact.id} on {vad.backend}, wake words on "

@@ -44,7 +44,7 @@ def build_minilm(folder: Path) -> None:
                     calib=calib, validation=held_out, out=folder, dynamic_batch=True, dynamic_axes=SEQUENCE, force=True)
 
 
-def minilm(folder: Path, threads: int, rounds: int, runs: int) -> dict[str, Any]:
+def minilm(folder: Path, threads: int, rounds: int, runs: int, optimum: Path | None = None) -> dict[str, Any]:
     import torch
 
     import edgesdk
@@ -60,7 +60,7 @@ def minilm(folder: Path, threads: int, rounds: int, runs: int) -> dict[str, Any]
     runtimes = {k: edgesdk.Runtime(folder, artifact=a, backend=b, threads=threads) for k, (a, b) in pairs.items()}
     any_rt = next(iter(runtimes.values()))
     held_out = zoo.sample_sentences(64, seed=11)
-    cosines = {}
+    cosines, mean_cosines = {}, {}
     feeds = any_rt.tokenize(held_out)
     with torch.no_grad():
         ref = mean_pool(model(*(torch.from_numpy(feeds[n]) for n in ("input_ids", "attention_mask"))).numpy(),
@@ -68,6 +68,7 @@ def minilm(folder: Path, threads: int, rounds: int, runs: int) -> dict[str, Any]
     for k, rt in runtimes.items():
         got = mean_pool(rt.run(feeds), feeds["attention_mask"])
         cosines[k] = float((got * ref).sum(1).min())
+        mean_cosines[k] = float((got * ref).sum(1).mean())
     padded = any_rt.tokenize(held_out[0])
     padded = {n: np.pad(v, ((0, 0), (0, 128 - v.shape[1]))) for n, v in padded.items()}
     padded["input_ids"][:, :] = np.where(padded["attention_mask"] == 1, padded["input_ids"], 0)
@@ -78,6 +79,14 @@ def minilm(folder: Path, threads: int, rounds: int, runs: int) -> dict[str, Any]
             model(*torch_args)
 
     runners = {"torch": eager, **{k: (lambda rt=rt: rt.run(padded)) for k, rt in runtimes.items()}}
+    if optimum is not None:  # Optimum's export of the same model, a bare file on the same ONNX Runtime
+        opt = edgesdk.Runtime(optimum, backend="onnxruntime", threads=threads)
+        extra = {n: np.zeros_like(padded["input_ids"]) for n in opt._input_names if n not in padded}
+        opt_feeds = {**padded, **extra}
+        got = mean_pool(opt.run({**feeds, **{n: np.zeros_like(feeds["input_ids"]) for n in extra}}), feeds["attention_mask"])
+        cosines["optimum-ort-fp32"] = float((got * ref).sum(1).min())
+        mean_cosines["optimum-ort-fp32"] = float((got * ref).sum(1).mean())
+        runners["optimum-ort-fp32"] = lambda: opt.run(opt_feeds)
     per_round = interleaved(runners, rounds, runs, warmup=3)
     own = [any_rt.tokenize(s) for s in held_out[:16]]
     short = interleaved({k: (lambda rt=rt: [rt.run(f) for f in own]) for k, rt in runtimes.items() if "fp32" in k},
@@ -85,7 +94,8 @@ def minilm(folder: Path, threads: int, rounds: int, runs: int) -> dict[str, Any]
     return {"ms_seq128": {k: float(np.median(v)) for k, v in per_round.items()},
             "speedup_vs_torch": {k: ratio(per_round, "torch", k) for k in runners if k != "torch"},
             "int8_speedup": {"ort": ratio(per_round, "ort-fp32", "ort-int8"), "ov": ratio(per_round, "ov-fp32", "ov-int8")},
-            "min_embedding_cosine_to_torch": cosines,
+            "edgesdk_vs_optimum_export": ratio(per_round, "optimum-ort-fp32", "ort-fp32") if optimum else None,
+            "min_embedding_cosine_to_torch": cosines, "mean_embedding_cosine_to_torch": mean_cosines,
             "ms_16_sentences_own_length": {k: float(np.median(v)) for k, v in short.items()},
             "mean_tokens": float(np.mean([f["attention_mask"].sum() for f in own])),
             "held_out_sentences": len(held_out)}
@@ -181,16 +191,21 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--optimum", help="an Optimum export of all-MiniLM-L6-v2 (model.onnx) to time beside edgesdk's")
+    ap.add_argument("--only", choices=("minilm", "whisper"), help="run one half")
     ap.add_argument("--json")
     args = ap.parse_args()
-    if not Path(args.decoder, "edgesdk.json").is_file():
-        from apps.speech import build_asr_bundles
+    report: dict[str, Any] = {"threads": args.threads}
+    if args.only != "whisper":
+        report["minilm"] = minilm(Path(args.minilm), args.threads, args.rounds, args.runs,
+                                  Path(args.optimum) if args.optimum else None)
+    if args.only != "minilm":
+        if not Path(args.decoder, "edgesdk.json").is_file():
+            from apps.speech import build_asr_bundles
 
-        build_asr_bundles(Path(args.decoder).parent)
-    report = {"threads": args.threads,
-              "minilm": minilm(Path(args.minilm), args.threads, args.rounds, args.runs),
-              "whisper_encoder": asr(Path(args.whisper), args.threads, args.rounds, max(3, args.runs // 5),
-                                     Path(args.decoder))}
+            build_asr_bundles(Path(args.decoder).parent)
+        report["whisper_encoder"] = asr(Path(args.whisper), args.threads, args.rounds, max(3, args.runs // 5),
+                                        Path(args.decoder))
     text = json.dumps(report, indent=1)
     print(text)
     if args.json:

@@ -31,6 +31,11 @@ class Tolerance:
     cosine similarity over the outputs."""
 
     fp32_max_abs: float = 1e-4
+    # A deep graph's float32 summation order differs between runtimes (fused attention, other reductions):
+    # an FP32 artifact up to fp32_noise_factor x the limit still passes when every output's cosine is at
+    # least fp32_min_cosine (Optimum allows 1e-3 for Whisper; a conversion bug moves the cosine far more).
+    fp32_noise_factor: float = 10.0
+    fp32_min_cosine: float = 0.999999
     min_top1_agreement: float = 0.97
     min_cosine: float = 0.99
     min_detection_recall: float = 0.9
@@ -48,6 +53,10 @@ class Tolerance:
             # (a detector's boxes are pixels, where float32 rounding alone is ~1e-5).
             err = parity.max_abs or 0.0
             limit = self.fp32_max_abs * max(1.0, float(parity.reference_max_abs or 1.0))
+            cos = min([o.cosine for o in parity.outputs] or [1.0 if parity.cosine is None else parity.cosine])
+            if limit < err <= self.fp32_noise_factor * limit and cos >= self.fp32_min_cosine:
+                return True, (f"max abs error {err:.2e} (limit {limit:.1e}, within {self.fp32_noise_factor:g}x as "
+                              f"every output's cosine is {cos:.7f}: float32 rounding in a deep graph)")
             return err <= limit, f"max abs error {err:.2e} (limit {limit:.1e})"
         if parity.detection is not None:
             det = parity.detection

@@ -190,6 +190,36 @@ def sample_sentences(count: int, seed: int = 0) -> list[str]:
     return out
 
 
+#: Standard-library modules whose docstrings give real English sentences, offline and the same everywhere.
+_DOC_MODULES = ("argparse", "asyncio", "collections", "csv", "datetime", "email", "functools", "http.client", "json",
+                "logging", "os", "pathlib", "random", "re", "shutil", "socket", "sqlite3", "string", "subprocess",
+                "tarfile", "textwrap", "threading", "unittest", "urllib.request", "zipfile", "calendar", "decimal",
+                "fractions", "statistics", "heapq", "bisect", "difflib", "pprint", "tempfile", "glob", "gzip",
+                "hashlib", "secrets", "uuid", "queue", "sched", "signal", "smtplib", "ssl", "struct", "time", "wave")
+
+
+def docstring_sentences() -> list[str]:
+    """About a thousand real English sentences (6-30 words) from the docstrings of standard-library modules,
+    sorted: unlabelled text of another style than sample_sentences, for distillation and calibration."""
+    import importlib
+    import inspect
+    import re
+
+    found: set[str] = set()
+    for name in _DOC_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        for obj in [module, *(getattr(module, n) for n in dir(module) if not n.startswith("_"))]:
+            if not (inspect.ismodule(obj) or inspect.isclass(obj) or inspect.isfunction(obj)):
+                continue
+            for sentence in re.split(r"(?<=[.!?])\s+", " ".join((inspect.getdoc(obj) or "").split())):
+                if 6 <= len(sentence.split()) <= 30 and re.fullmatch(r"[A-Z][A-Za-z0-9 ,;:'()\-]+[.]", sentence):
+                    found.add(sentence)
+    return sorted(found)
+
+
 if __name__ == "__main__":  # python -m edgesdk.zoo photos DEST
     if len(sys.argv) != 3 or sys.argv[1] != "photos":
         sys.exit("usage: python -m edgesdk.zoo photos DEST")

@@ -197,3 +197,19 @@ def test_minilm_int8_keeps_sentence_embeddings(tmp_path):
         cosines = (got * reference).sum(1)
         assert cosines.min() >= 0.99, (art, cosines.min())
         assert bundle.artifact(art).quantization.details["recipe"] == "transformer"
+
+
+def test_fp32_rounding_noise_in_deep_graphs_passes_but_errors_do_not():
+    from edgesdk import Tolerance
+    from edgesdk.records import OutputParity, Parity
+
+    def parity(err: float, cosine: float) -> Parity:
+        return Parity(measured=True, samples=3, max_abs=err, cosine=cosine, reference_max_abs=8.0,
+                      outputs=[OutputParity("out", err, err / 10, cosine, 8.0)])
+
+    tol = Tolerance()
+    assert tol.accepts("fp32", parity(5e-4, 0.99999999))[0]  # within the limit (1e-4 x 8) itself
+    ok, why = tol.accepts("fp32", parity(9e-4, 0.99999999))
+    assert ok and "float32 rounding" in why
+    assert not tol.accepts("fp32", parity(9e-4, 0.9999))[0]  # a real difference moves the cosine
+    assert not tol.accepts("fp32", parity(9e-3, 0.99999999))[0]  # beyond 10x the limit
