@@ -38,7 +38,10 @@ def build_bundle(out: Path) -> Path:
 
 
 def embed(rt: edgesdk.Runtime, texts: list[str], latency: edgesdk.LatencyLog) -> np.ndarray:
-    """Unit-length sentence embeddings, one row per text, each stage timed."""
+    """Unit-length sentence embeddings, one row per text, each stage timed; one text at a time for a model
+    converted with a fixed batch of one."""
+    if len(texts) > 1 and rt.inputs[0].shape[0] == 1:
+        return np.concatenate([embed(rt, [t], latency) for t in texts])
     with latency.stage("tokenize"):
         feeds = rt.tokenize(texts)
     with latency.stage("infer"):

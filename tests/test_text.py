@@ -213,3 +213,15 @@ def test_fp32_rounding_noise_in_deep_graphs_passes_but_errors_do_not():
     assert ok and "float32 rounding" in why
     assert not tol.accepts("fp32", parity(9e-4, 0.9999))[0]  # a real difference moves the cosine
     assert not tol.accepts("fp32", parity(9e-3, 0.99999999))[0]  # beyond 10x the limit
+
+
+def test_the_text_search_app_ranks_and_logs_its_stages(bert_bundle, tmp_path, capsys):
+    from apps import text_search
+
+    query = text_search.CORPUS[3]
+    log = tmp_path / "text.jsonl"
+    assert text_search.main([query, "--model", str(bert_bundle.path), "--json", "--log", str(log)]) == 0
+    result = json.loads(capsys.readouterr().out)["results"][0]
+    assert result["matches"][0]["text"] == query and result["matches"][0]["score"] > 0.9999
+    stages = {s for line in log.read_text().splitlines() for s in json.loads(line).get("stages_ms", {})}
+    assert {"tokenize", "infer", "pool", "search"} <= stages
