@@ -128,3 +128,55 @@ def token_batches(count: int, length: int, seed: int, vocab: int = 1000) -> list
             ids[mask == 0] = 0
         batches.append({"input_ids": ids, "attention_mask": mask})
     return batches
+
+
+class TinyConvNeXt(nn.Module):
+    """ConvNeXt's parts: a patchify stem, depthwise 7x7 convs, channels-last LayerNorm, exact-GELU MLPs with
+    layer scale, residuals. The ops that kept ConvNeXt off TFLite (Erf) are all here."""
+
+    def __init__(self, classes: int = 10, dim: int = 32):
+        super().__init__()
+        self.stem = nn.Conv2d(3, dim, 4, stride=4)
+        self.dw = nn.ModuleList(nn.Conv2d(dim, dim, 7, padding=3, groups=dim) for _ in range(2))
+        self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(2))
+        self.mlps = nn.ModuleList(nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
+                                  for _ in range(2))
+        self.scale = nn.Parameter(torch.full((2, dim), 0.5))
+        self.head_norm, self.head = nn.LayerNorm(dim), nn.Linear(dim, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for i, (dw, norm, mlp) in enumerate(zip(self.dw, self.norms, self.mlps)):
+            y = mlp(norm(dw(x).permute(0, 2, 3, 1))) * self.scale[i]
+            x = x + y.permute(0, 3, 1, 2)
+        return self.head(self.head_norm(x.mean((2, 3))))
+
+
+class TinyViT(nn.Module):
+    """A Vision Transformer: 8x8 patches, a class token, learned positions, pre-norm attention blocks with
+    exact-GELU MLPs, a linear head on the class token."""
+
+    def __init__(self, classes: int = 10, dim: int = 64, heads: int = 4, layers: int = 2, image: int = 32):
+        super().__init__()
+        self.heads = heads
+        self.patches = nn.Conv2d(3, dim, 8, stride=8)
+        self.cls = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
+        self.pos = nn.Parameter(torch.randn(1, (image // 8) ** 2 + 1, dim) * 0.02)
+        self.norm1 = nn.ModuleList(nn.LayerNorm(dim) for _ in range(layers))
+        self.qkv = nn.ModuleList(nn.Linear(dim, 3 * dim) for _ in range(layers))
+        self.proj = nn.ModuleList(nn.Linear(dim, dim) for _ in range(layers))
+        self.norm2 = nn.ModuleList(nn.LayerNorm(dim) for _ in range(layers))
+        self.mlp = nn.ModuleList(nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+                                 for _ in range(layers))
+        self.norm, self.head = nn.LayerNorm(dim), nn.Linear(dim, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patches(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], 1) + self.pos
+        b, t, d = x.shape
+        for norm1, qkv, proj, norm2, mlp in zip(self.norm1, self.qkv, self.proj, self.norm2, self.mlp):
+            q, k, v = qkv(norm1(x)).reshape(b, t, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+            attn = torch.softmax(q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5, -1)
+            x = x + proj((attn @ v).transpose(1, 2).reshape(b, t, d))
+            x = x + mlp(norm2(x))
+        return self.head(self.norm(x[:, 0]))

@@ -263,8 +263,9 @@ def _selective(conv: Any, dataset: Any, wanted: int | list[str], tail: list[str]
     RMSE/scale (when wanted is a count) or the named ones, plus the output tail. Fills in the record."""
     import tensorflow as tf
 
-    if isinstance(wanted, int):
-        debugger = tf.lite.experimental.QuantizationDebugger(converter=conv, debug_dataset=dataset)
+    if isinstance(wanted, int):  # the ranking run keeps the tail and FLOAT_TFLITE_OPS in float as well
+        first = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=list(tail) or None)
+        debugger = tf.lite.experimental.QuantizationDebugger(converter=conv, debug_dataset=dataset, debug_options=first)
         debugger.run()
         buf = io.StringIO()
         debugger.layer_statistics_dump(buf)
@@ -301,9 +302,15 @@ def _layer_rows(csv_text: str) -> list[dict[str, Any]]:
     return rows
 
 
+#: Ops INT8 keeps in float wherever they are: an int8 DIV whose divisor quantizes to zero fails at run time
+#: (LayerNorm's 1/sqrt(var) in ConvNeXt: "div.cc data[i] != 0").
+FLOAT_TFLITE_OPS = {"DIV"}
+
+
 def _output_tail(tflite_model: bytes) -> list[str]:
-    """Output tensor names of the ops from which no weighted op (conv, fully connected) is reachable:
-    the element-wise tail, read from the float model's graph (ops listed without XNNPACK fusing them)."""
+    """Output tensor names of the ops from which no weighted op (conv, fully connected) is reachable
+    (the element-wise tail), and of every op in FLOAT_TFLITE_OPS, read from the float model's graph (ops
+    listed without XNNPACK fusing them)."""
     from ..runtimes.tflite import find_interpreter
 
     interpreter_cls, module, _ = find_interpreter()
@@ -319,7 +326,8 @@ def _output_tail(tflite_model: bytes) -> list[str]:
     ops = sorted(ops, key=lambda op: int(op["index"]))  # execution order: a topological order
     tail = tail_nodes(ops, [[int(t) for t in op["inputs"]] for op in ops], [[int(t) for t in op["outputs"]] for op in ops],
                       [op["op_name"] in WEIGHTED_TFLITE_OPS for op in ops])
-    return [names[int(t)] for i in tail for t in ops[i]["outputs"]]
+    keep = sorted(set(tail) | {i for i, op in enumerate(ops) if op["op_name"] in FLOAT_TFLITE_OPS})
+    return [names[int(t)] for i in keep for t in ops[i]["outputs"]]
 
 
 def converter_error(message: str) -> str:
