@@ -21,7 +21,7 @@ from .hardware import read_profile
 from .options import validate as validate_options
 from .parity import TASKS, Tolerance, compare, is_class_scores, not_measured
 from .records import Parity
-from .runtimes import Backend, adapt, backends, io_problems
+from .runtimes import Backend, adapt, backends, inner_session, io_problems
 from .sources import SourceModel, from_module, load_source
 from .specs import Preprocess
 from .timing import interleaved_rounds
@@ -113,13 +113,15 @@ class ParityCheck:
                 return Parity(measured=True, problems=problems)
             session = adapt(inner, self.source.inputs, self.source.outputs, art.io)
             fits = [i for i, f in enumerate(self.feeds) if _fits(inner.inputs, self.source.inputs, f)]
-            if not fits:
-                return Parity(measured=True, problems=[
-                    f"takes one shape ({[list(s.shape) for s in inner.inputs]}) and none of the {len(self.feeds)} "
-                    "parity samples has it: give validation data at that length"])
-            outputs = [session.run(self.feeds[i]) for i in fits]
-            return compare([self.reference[i] for i in fits], outputs, [s.name for s in self.source.outputs],
-                           self.task, self.num_classes)
+            feeds, reference, data = [self.feeds[i] for i in fits], [self.reference[i] for i in fits], ""
+            if not fits:  # a fixed-shape artifact (MNN, NCNN, a fixed TFLite) and data of other lengths
+                feeds = [self.source.example_feeds(), *(self.source.stand_in_feeds(seed) for seed in (1, 2))]
+                reference = [self.source.run(f) for f in feeds]
+                data = "example input and 2 stand-ins at the artifact's fixed shape (no parity sample has it)"
+            outputs = [session.run(f) for f in feeds]
+            result = compare(reference, outputs, [s.name for s in self.source.outputs], self.task, self.num_classes)
+            result.data = data or None
+            return result
         except Exception as exc:  # noqa: BLE001 - likewise for one that fails to run
             return Parity(measured=True, problems=[f"fails on {runner.name}: {first_line(exc)}"])
         finally:
@@ -135,7 +137,8 @@ class ParityCheck:
             return []
         runner = runners[0]  # parity on the first backend that runs the format; every one is timed
         step(f"Checking {art.file} on {runner.name}")
-        art.parity = replace(self.measure(art, path, runner), data=self.data, arch=platform.machine(),
+        measured = self.measure(art, path, runner)
+        art.parity = replace(measured, data=measured.data or self.data, arch=platform.machine(),
                              backend=f"{runner.name} (checks the file {art.format} builds from)" if proxy else runner.name)
         return [] if proxy or art.parity.problems else runners
 
@@ -158,6 +161,9 @@ def time_interleaved(stage: Path, pairs: list[tuple[Artifact, Backend]], source:
     The recorded figure is the median over rounds of each round's median."""
     sessions = [(art, backend, adapt(backend.open(stage / art.file, precision=art.precision), source.inputs,
                                      source.outputs, art.io)) for art, backend in pairs]
+    inner = [inner_session(session) for _, _, session in sessions]
+    if not all(_fits(i.inputs, source.inputs, feed) for i in inner):  # a fixed-shape artifact: its shape for all
+        feed = source.example_feeds()
     try:
         runners = {i: (lambda s=session: s.run(feed)) for i, (_, _, session) in enumerate(sessions)}
         runs = _affordable_runs(runners, runs)

@@ -66,8 +66,8 @@ def fixed_shapes(onnx_path: Path, source: SourceModel, out: Path, fmt: str) -> P
         for dim in value.type.tensor_type.shape.dim:
             if dim.HasField("dim_param") and dim.dim_param in sizes:
                 dim.dim_value = int(sizes[dim.dim_param])
-    del model.graph.value_info[:]  # inner shapes are inferred again from the fixed inputs
-    onnx.save(model, str(out))
+    del model.graph.value_info[:]  # inner shapes are inferred again from the fixed inputs, and folded
+    save_slim(model, out)  # (onnx2tf converted MiniLM only after this)
     log.warning("%s artifacts take one shape: the dynamic axes %s are fixed at the example's %s; the Runtime's "
                 "tokenize() pads to it, other lengths are refused with an InputError.", fmt, ", ".join(sizes),
                 ", ".join(f"{k}={v}" for k, v in sizes.items()))

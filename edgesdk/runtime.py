@@ -168,8 +168,9 @@ class Runtime:
 
     def _fixed_length(self) -> int | None:
         """The sequence length the loaded artifact is fixed at, where the bundle's is dynamic."""
-        inner = getattr(self._session, "_session", self._session)  # under an AdaptedSession
-        for outer, spec in zip(self.inputs, getattr(inner, "inputs", [])):
+        from .runtimes import inner_session
+
+        for outer, spec in zip(self.inputs, inner_session(self._session).inputs if self._session else []):
             if len(outer.shape) > 1 and not isinstance(outer.shape[1], int) and len(spec.shape) > 1 \
                     and isinstance(spec.shape[1], int):
                 return spec.shape[1]

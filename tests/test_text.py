@@ -225,3 +225,20 @@ def test_the_text_search_app_ranks_and_logs_its_stages(bert_bundle, tmp_path, ca
     assert result["matches"][0]["text"] == query and result["matches"][0]["score"] > 0.9999
     stages = {s for line in log.read_text().splitlines() for s in json.loads(line).get("stages_ms", {})}
     assert {"tokenize", "infer", "pool", "search"} <= stages
+
+
+def test_fixed_shape_formats_take_the_examples_length(tmp_path, word_tokenizer):
+    """MNN takes one shape: the artifact is fixed at the example's 16 tokens, parity runs at that length,
+    tokenize() pads to it, and other lengths are an InputError."""
+    model = tiny_bert()
+    bundle = convert(model, model.example_inputs, targets=["mnn"], precisions=["fp32"], out=tmp_path / "b",
+                     validation=token_batches(4, 16, seed=2) + token_batches(4, 24, seed=3), dynamic_axes=SEQUENCE,
+                     tokenizer=word_tokenizer)
+    art = bundle.artifact("mnn-fp32")
+    assert art.parity.samples == 4 and art.parity.max_abs <= 1e-4
+    with Runtime(bundle.path, backend="mnn") as rt:
+        feeds = rt.tokenize("the old fisherman")
+        assert feeds["input_ids"].shape == (1, 16) and feeds["attention_mask"].sum() == 5
+        assert rt.run("the old fisherman").shape == (1, 16, 64)
+        with pytest.raises(InputError):
+            rt.run(token_batches(1, 24, seed=5)[0])

@@ -152,20 +152,19 @@ def _sample_nhwc(job: ConversionJob) -> np.ndarray:
 
 def layout_permutations(session: Any, job: ConversionJob, channels_last: bool) -> ArtifactIO:
     """How each TFLite tensor's shape relates to the source's: None (same) or the permutation applied."""
-    def perm_for(mine: tuple[Any, ...], source: tuple[int, ...], what: str) -> list[int] | None:
+    def perm_for(mine: tuple[Any, ...], source: tuple[Any, ...], what: str) -> list[int] | None:
         candidates = ([_CHANNELS_LAST[len(source)]] if channels_last and len(source) in _CHANNELS_LAST else []) + [None]
         for p in candidates:
             moved = tuple(source[i] for i in p) if p else tuple(source)
-            if len(moved) == len(mine) and all(m is None or m == d for m, d in zip(mine, moved)):  # None: dynamic
+            if len(moved) == len(mine) and all(m is None or not isinstance(d, int) or m == d  # dynamic either side
+                                               for m, d in zip(mine, moved)):
                 return p
         raise ConversionError(f"The TFLite {what} has shape {list(mine)}, which does not match the source's "
                               f"{list(source)} in either layout.")
 
     io = ArtifactIO(
-        inputs=[perm_for(t.shape, s.concrete_shape(), f"input '{t.name}'")
-                for t, s in zip(session.inputs, job.source.inputs)],
-        outputs=[perm_for(t.shape, s.concrete_shape(), f"output '{t.name}'")
-                 for t, s in zip(session.outputs, job.source.outputs)],
+        inputs=[perm_for(t.shape, s.shape, f"input '{t.name}'") for t, s in zip(session.inputs, job.source.inputs)],
+        outputs=[perm_for(t.shape, s.shape, f"output '{t.name}'") for t, s in zip(session.outputs, job.source.outputs)],
     )
     # onnx2tf renames tensors ('output' -> 'output_0'): declare the TFLite names, in the source's order,
     # so the Runtime maps them by name and parity can tell a renamed tensor from a wrong one.

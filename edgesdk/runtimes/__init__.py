@@ -166,6 +166,12 @@ class AdaptedSession:
         return attr
 
 
+def inner_session(session: Session) -> Session:
+    """The backend's own session under an AdaptedSession (its specs are the artifact's: fixed lengths,
+    NHWC), or the session itself."""
+    return session._session if isinstance(session, AdaptedSession) else session  # noqa: SLF001
+
+
 def _narrowed(array: np.ndarray, dtype: str) -> np.ndarray:
     """int64 token ids for a runtime that took them as int32 (MNN): cast, refusing values that do not fit."""
     if array.dtype == np.int64 and dtype == "int32":
