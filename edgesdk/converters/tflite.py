@@ -152,6 +152,14 @@ def _sample_nhwc(job: ConversionJob) -> np.ndarray:
 
 def layout_permutations(session: Any, job: ConversionJob, channels_last: bool) -> ArtifactIO:
     """How each TFLite tensor's shape relates to the source's: None (same) or the permutation applied."""
+    from ..specs import axis_sizes
+
+    sizes = {**axis_sizes(job.source.inputs, job.source.example_feeds()), "batch": 1}
+
+    def sized(spec: Any) -> tuple[Any, ...]:
+        """The spec's shape at the example's sizes (the batch as 1); an axis of unknown size stays a name."""
+        return tuple(sizes.get(d, d) if isinstance(d, str) else d for d in spec.shape)
+
     def perm_for(mine: tuple[Any, ...], source: tuple[Any, ...], what: str) -> list[int] | None:
         candidates = ([_CHANNELS_LAST[len(source)]] if channels_last and len(source) in _CHANNELS_LAST else []) + [None]
         for p in candidates:
@@ -163,8 +171,8 @@ def layout_permutations(session: Any, job: ConversionJob, channels_last: bool) -
                               f"{list(source)} in either layout.")
 
     io = ArtifactIO(
-        inputs=[perm_for(t.shape, s.shape, f"input '{t.name}'") for t, s in zip(session.inputs, job.source.inputs)],
-        outputs=[perm_for(t.shape, s.shape, f"output '{t.name}'") for t, s in zip(session.outputs, job.source.outputs)],
+        inputs=[perm_for(t.shape, sized(s), f"input '{t.name}'") for t, s in zip(session.inputs, job.source.inputs)],
+        outputs=[perm_for(t.shape, sized(s), f"output '{t.name}'") for t, s in zip(session.outputs, job.source.outputs)],
     )
     # onnx2tf renames tensors ('output' -> 'output_0'): declare the TFLite names, in the source's order,
     # so the Runtime maps them by name and parity can tell a renamed tensor from a wrong one.
