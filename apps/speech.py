@@ -105,8 +105,8 @@ def _decoder_feeds(encoder: Any, decoder: Any, mels: list[dict[str, np.ndarray]]
     with torch.no_grad():
         for mel in mels or []:
             cross_k, cross_v = (x.numpy() for x in encoder(torch.from_numpy(mel["mel"])))
-            step = lambda t: decoder(torch.from_numpy(t), torch.from_numpy(cross_k), torch.from_numpy(cross_v)).numpy()  # noqa: E731
-            text = whisper.greedy_tokens(step)
+            k, v = torch.from_numpy(cross_k), torch.from_numpy(cross_v)
+            text = whisper.greedy_tokens(lambda t, k=k, v=v: decoder(torch.from_numpy(t), k, v).numpy())
             feeds += [{"tokens": np.array([list(whisper.PROMPT) + text[:n]], np.int64), "cross_k": cross_k,
                        "cross_v": cross_v} for n in range(len(text) + 1)]
     return feeds or None

@@ -102,9 +102,8 @@ def minilm(folder: Path, threads: int, rounds: int, runs: int, optimum: Path | N
 
 
 def build_whisper(folder: Path) -> None:
-    from edgesdk import whisper
-
     import edgesdk
+    from edgesdk import whisper
 
     voices = [_say(s, 140 + 10 * i) for i, s in enumerate(SENTENCES[:3])]
     mels = [{"mel": whisper.log_mel(v)} for v in voices]
@@ -171,7 +170,8 @@ def asr(folder: Path, threads: int, rounds: int, runs: int, decoder_folder: Path
         for text, wav in voices:
             t0 = time.perf_counter()
             k_, v_ = rt.run(whisper.log_mel(wav))
-            hyp = tok.decode(whisper.greedy_tokens(lambda t: decoder.run({"tokens": t, "cross_k": k_, "cross_v": v_})))
+            hyp = tok.decode(whisper.greedy_tokens(
+                lambda t, k_=k_, v_=v_: decoder.run({"tokens": t, "cross_k": k_, "cross_v": v_})))
             seconds += time.perf_counter() - t0
             audio += len(wav) / 16000
             e, n = word_errors(text, hyp)

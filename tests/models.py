@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -114,10 +115,8 @@ def tiny_bert() -> TinyBert:
     return model
 
 
-def token_batches(count: int, length: int, seed: int, vocab: int = 1000) -> list[dict[str, "np.ndarray"]]:
+def token_batches(count: int, length: int, seed: int, vocab: int = 1000) -> list[dict[str, np.ndarray]]:
     """Held-out token batches of one: random ids with a padded tail (mask 0) on every other sample."""
-    import numpy as np
-
     rng = np.random.default_rng(seed)
     batches = []
     for i in range(count):

@@ -80,9 +80,9 @@ def onnx_to_saved_model(onnx_path: Path, folder: Path, job: ConversionJob | None
     """A channels-last SavedModel of the ONNX file, by onnx2tf in a child process (offline).
     The result is cached by the ONNX file's sha256 and the onnx2tf version: onnx2tf takes about a
     minute on a mobile CNN, and trying INT8 settings on one model should not pay it each time."""
-    from ..bundle import sha256_of
-
     import hashlib
+
+    from ..bundle import sha256_of
 
     version = onnx2tf_version()
     versions = {"onnx2tf": version}
