@@ -146,7 +146,9 @@ class ParityCheck:
 def _fits(inner: list[Any], source: list[Any], feeds: dict[str, np.ndarray]) -> bool:
     """Whether feeds have the sizes an artifact fixed along the source's dynamic axes beyond the batch
     (an MNN or NCNN artifact takes one sequence length): parity of such an artifact uses the samples that do."""
+    by_name = {s.name: s for s in inner}
     for spec, mine in zip(source, inner):
+        mine = by_name.get(spec.name, mine)  # runtimes may order inputs otherwise (TFLite: by name)
         for i, dim in enumerate(spec.shape):
             if i and isinstance(dim, str) and i < len(mine.shape) and isinstance(mine.shape[i], int) \
                     and feeds[spec.name].shape[i] != mine.shape[i]:

@@ -159,7 +159,7 @@ class Runtime:
 
     def tokenize(self, texts: str | Sequence[str]) -> dict[str, np.ndarray]:
         """Token inputs for a text or a batch of texts, padded to the loaded artifact's length where it
-        takes one length only (TFLite), else to the longest text."""
+        takes one length only (MNN, NCNN, a fixed TFLite), else to the longest text."""
         tokenizer = self.tokenizer
         if tokenizer is None:
             raise InputError(f"{self.path} has no tokenizer: convert with tokenizer=... (--tokenizer) to run text, "
