@@ -345,7 +345,7 @@ def _convert_all(plan: list[tuple[Any, list[str]]], prepared: Prepared, stage: P
         if not wanted:
             continue
         step(f"Converting to {conv.name} ({', '.join(wanted)})")
-        _warn_fixed_batch(conv.name, options, prepared.source)
+        _warn_fixed_shapes(conv.name, options, prepared.source)
         job = ConversionJob(prepared.source, wanted, stage, prepared.calibration, options, artifacts)
         for art in conv.convert(job):
             _hash(art, stage)
@@ -356,7 +356,7 @@ def _convert_all(plan: list[tuple[Any, list[str]]], prepared: Prepared, stage: P
     return artifacts, timed
 
 
-def _warn_fixed_batch(fmt: str, options: dict[str, Any], source: SourceModel) -> None:
+def _warn_fixed_shapes(fmt: str, options: dict[str, Any], source: SourceModel) -> None:
     """Say when a dynamic batch (or other dynamic axes) was asked for a format whose backends run one
     shape only: its artifacts keep the example's shape."""
     runners = [b for b in backends() if fmt in b.formats]

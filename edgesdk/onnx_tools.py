@@ -52,7 +52,7 @@ def onnx_for(job: ConversionJob, tmp: Path) -> Path:
 def fixed_shapes(onnx_path: Path, source: SourceModel, out: Path, fmt: str) -> Path:
     """A copy of the ONNX file whose dynamic axes beyond the batch (a sequence) are fixed at the example's
     sizes, for formats that take one shape (MNN, NCNN, TFLite where onnx2tf needs it); the path itself when
-    it has none. The caller's log says which size the artifact is fixed at."""
+    it has none."""
     import onnx
 
     example = source.example_feeds()
@@ -68,9 +68,9 @@ def fixed_shapes(onnx_path: Path, source: SourceModel, out: Path, fmt: str) -> P
                 dim.dim_value = int(sizes[dim.dim_param])
     del model.graph.value_info[:]  # inner shapes are inferred again from the fixed inputs, and folded
     save_slim(model, out)  # (onnx2tf converted MiniLM only after this)
-    log.warning("%s artifacts take one shape: the dynamic axes %s are fixed at the example's %s; the Runtime's "
-                "tokenize() pads to it, other lengths are refused with an InputError.", fmt, ", ".join(sizes),
-                ", ".join(f"{k}={v}" for k, v in sizes.items()))
+    # convert() has already warned for formats whose backends take one shape; this says the sizes.
+    log.info("%s: the dynamic axes %s are fixed at the example's %s.", fmt, ", ".join(sizes),
+             ", ".join(f"{k}={v}" for k, v in sizes.items()))
     return out
 
 

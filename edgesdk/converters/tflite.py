@@ -386,6 +386,8 @@ class TFLiteConverter(Converter):
                     fixed = fixed_shapes(onnx_path, job.source, Path(tmp) / "fixed.onnx", self.name)
                     if fixed == onnx_path:
                         raise
+                    log.warning("onnx2tf could not convert the dynamic graph; the TFLite artifacts take the example's "
+                                "shape only (Runtime.tokenize pads to it; other lengths are an InputError).")
                     saved_model, made_with = onnx_to_saved_model(fixed, saved_model, job)
                 versions.update(made_with)
                 if "int8" in job.precisions:
