@@ -14,10 +14,12 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	@if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && ! $(PYTHON) -c "import venv, ensurepip" 2>/dev/null; then \
 		apt-get update -qq && apt-get install -y -qq python3-venv; fi
-	@# espeak-ng synthesizes the speech app's test audio; alsa-utils carries recorded voices.
+	@# espeak-ng synthesizes the speech app's test audio; alsa-utils carries recorded voices; chromium opens the
+	@# HTML report in the tests.
 	@if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
-		{ ! command -v espeak-ng >/dev/null 2>&1 || [ ! -d /usr/share/sounds/alsa ]; }; then \
-		(apt-get install -y -qq espeak-ng alsa-utils || (apt-get update -qq && apt-get install -y -qq espeak-ng alsa-utils)); fi
+		{ ! command -v espeak-ng >/dev/null 2>&1 || [ ! -d /usr/share/sounds/alsa ] || ! command -v chromium >/dev/null 2>&1; }; then \
+		(apt-get install -y -qq espeak-ng alsa-utils chromium || \
+		 (apt-get update -qq && apt-get install -y -qq espeak-ng alsa-utils chromium)); fi
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -c constraints.txt torch

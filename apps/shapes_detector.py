@@ -271,19 +271,28 @@ def giou_loss(a, b):
     return 1 - (iou - (hull - union) / hull)
 
 
+def _yolo_lines(boxes: np.ndarray, width: int, height: int) -> str:
+    """[K, 5] (class, x1, y1, x2, y2) pixels as YOLO label lines."""
+    return "".join(f"{int(c)} {(x1 + x2) / 2 / width:.6f} {(y1 + y2) / 2 / height:.6f} {(x2 - x1) / width:.6f} "
+                   f"{(y2 - y1) / height:.6f}\n" for c, x1, y1, x2, y2 in boxes)
+
+
 def write_scenes(folder: Path, count: int, seed: int) -> Path:
-    """count generated scenes as PNG files, their boxes in boxes.json, and calib.npy (the model inputs)."""
+    """count generated scenes as PNG files, their boxes in boxes.json and in YOLO label files
+    (labels/sceneNNN.txt: class cx cy w h, normalized), and calib.npy (the model inputs)."""
     import json
 
     from PIL import Image
 
     rng = np.random.default_rng(seed)
     (folder / "images").mkdir(parents=True, exist_ok=True)
+    (folder / "labels").mkdir(parents=True, exist_ok=True)
     boxes, inputs = {}, []
     for i in range(count):
         img, b = make_scene(rng)
         Image.fromarray(img).save(folder / "images" / f"scene{i:03d}.png")
         boxes[f"scene{i:03d}.png"] = [[CLASSES[int(c)], *map(float, xyxy)] for c, *xyxy in b]
+        (folder / "labels" / f"scene{i:03d}.txt").write_text(_yolo_lines(b, img.shape[1], img.shape[0]))
         inputs.append(to_input(img))
     (folder / "boxes.json").write_text(json.dumps(boxes, indent=1))
     np.save(folder / "calib.npy", np.concatenate(inputs))

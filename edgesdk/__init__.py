@@ -28,7 +28,7 @@ from .version import __version__ as __version__  # noqa: E402 - re-exported
 
 __all__ = [
     "Runtime", "convert", "load_bundle", "Bundle", "benchmark", "CalibrationSet", "Preprocess", "TensorSpec", "Tolerance",
-    "LatencyLog", "top_k",
+    "LatencyLog", "top_k", "sweep",
     "EdgeSDKError", "ModelLoadError", "ConversionError", "BackendUnavailable", "InputError", "CalibrationError",
     "InferenceError", "UsageError",
 ]
@@ -46,6 +46,9 @@ PUBLIC_MODULES = (
     "edgesdk.errors",
     "edgesdk.hardware",  # HardwareProfile and read_profile()
     "edgesdk.runtimes",  # backends, for raw sessions (get_backend("tflite").open(path, raw=True))
+    "edgesdk.accuracy",  # top-1/top-5 and mAP on labelled data (class folders, file,label CSV, YOLO labels)
+    "edgesdk.fleet",  # Ray: the cluster, bench on every device class (fleet_bench), `edgesdk worker`
+    "edgesdk.report",  # the HTML report of a sweep or fleet bench
 )
 
 # These modules import only numpy at load time; converters and backends import their heavy libraries
@@ -58,3 +61,4 @@ from .convert import convert  # noqa: E402
 from .latency import LatencyLog  # noqa: E402
 from .parity import Tolerance  # noqa: E402
 from .runtime import Runtime  # noqa: E402
+from .sweep import sweep  # noqa: E402

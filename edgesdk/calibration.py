@@ -70,6 +70,9 @@ class CalibrationSet:
             return data
         if isinstance(data, (str, os.PathLike)):
             path = Path(data)
+            labelled = _labelled_images(path)
+            if labelled:
+                return cls.from_image_files(labelled, inputs, preprocess, max_samples, f"labelled images in {path}")
             if path.is_dir():
                 return cls.from_image_folder(path, inputs, preprocess, max_samples)
             if path.suffix in (".npy", ".npz"):
@@ -96,22 +99,35 @@ class CalibrationSet:
         preprocess: Preprocess | None = None,
         max_samples: int | None = DEFAULT_MAX_SAMPLES,
     ) -> CalibrationSet:
-        from .images import list_images, preprocess_image
+        from .images import list_images
 
-        if len(inputs) != 1:
-            raise CalibrationError("A folder of images can only calibrate a model with one input.")
         files = list_images(folder)
         if not files:
             raise CalibrationError(f"No image files (.jpg, .png, ...) in {folder}.")
+        return cls.from_image_files(files, inputs, preprocess, max_samples, f"images in {folder}")
+
+    @classmethod
+    def from_image_files(
+        cls,
+        files: Sequence[Path],
+        inputs: Sequence[TensorSpec],
+        preprocess: Preprocess | None = None,
+        max_samples: int | None = DEFAULT_MAX_SAMPLES,
+        source: str = "image files",
+    ) -> CalibrationSet:
+        from .images import preprocess_image
+
+        if len(inputs) != 1:
+            raise CalibrationError("Images can only calibrate a model with one input.")
         pre = preprocess
         if pre is None:
             pre = Preprocess.for_input(inputs[0])
             log.warning("No preprocessing given for the images in %s: assuming %s, resize %s, mean %s, std %s. "
                         "Pass preprocess=Preprocess(...) (--mean/--std/--resize) if the model was trained "
-                        "otherwise.", folder, pre.color, pre.resize, pre.mean, pre.std)
+                        "otherwise.", source, pre.color, pre.resize, pre.mean, pre.std)
         files = files[:max_samples] if max_samples else files
         samples = [{inputs[0].name: preprocess_image(f, pre)} for f in files]
-        return cls(samples, f"images in {folder}", pre)
+        return cls(samples, source, pre)
 
     @classmethod
     def from_numpy_file(
@@ -171,6 +187,14 @@ class CalibrationSet:
                     "Random data gives wrong INT8 ranges; give real, representative samples "
                     "(a folder of images, a .npy of real inputs)."
                 )
+
+
+def _labelled_images(path: Path) -> list[Path]:
+    """The images of a labelled set (class folders, a file,label CSV, images/ + labels/), else []."""
+    from .accuracy import load_labelled
+
+    labelled = load_labelled(path)
+    return [labelled.root / rel for rel, _ in labelled.items] if labelled else []
 
 
 def _split_batch(array: np.ndarray) -> list[np.ndarray]:

@@ -1,4 +1,4 @@
-"""The edgesdk command line: convert, run, bench, doctor, profile.
+"""The edgesdk command line: convert, run, bench, doctor, profile; sweep, report, worker (edgesdk.cli_fleet).
 
 Every failure is one clear message and a non-zero exit; --debug shows the traceback."""
 
@@ -302,14 +302,26 @@ def run(model: str, inputs: Sequence[str], backend: str, precision: str, artifac
 @click.option("--mode", type=click.Choice(["latency", "throughput"]), default="latency", show_default=True,
               help="latency: one request at a time. throughput: the backend's throughput setting, all requests "
               "in flight at once (OpenVINO async infer requests).")
+@click.option("--fleet", is_flag=True, help="Run on one node of every device class of a Ray cluster (see `edgesdk worker`).")
+@click.option("--address", help="With --fleet: the Ray cluster (HOST:6379; default $RAY_ADDRESS, else Ray embedded here).")
+@click.option("--data", type=click.Path(exists=True), help="With --fleet: labelled data for accuracy (class "
+              "sub-folders, a file,label CSV, or images/ + labels/ in YOLO format).")
 def bench(model: str, runs: int, warmup: int, threads: int | None, backend: str, artifacts: Sequence[str],
-          json_path: str | None, csv_path: str | None, mode: str) -> None:
-    """Benchmark every artifact of MODEL on every backend that runs it."""
+          json_path: str | None, csv_path: str | None, mode: str, fleet: bool, address: str | None, data: str | None) -> None:
+    """Benchmark every artifact of MODEL on every backend that runs it (here, or with --fleet on every device class)."""
     from .bench import benchmark, write_csv
     from .bundle import check_writable_parent
 
     for report_path in filter(None, (json_path, csv_path)):  # before minutes of timing, not after
         check_writable_parent(Path(report_path), InputError)
+    if fleet:
+        if csv_path or mode != "latency" or backend != "auto" or artifacts:
+            raise click.UsageError("--fleet times every artifact on every backend in latency mode; it writes --json.")
+        from .cli_fleet import fleet_bench
+
+        return fleet_bench(model, runs, warmup, threads, address, data, json_path)
+    if address or data:
+        raise click.UsageError("--address and --data go with --fleet.")
     with console.status("Benchmarking") as status:
         report = benchmark(model, runs=runs, warmup=warmup, threads=threads, artifacts=artifacts or None,
                            backend=backend, progress=lambda m: status.update(m), mode=mode)
@@ -417,6 +429,16 @@ def doctor(model: str | None, autotune: bool, hardware_root: str | None) -> None
         with Runtime(model, autotune=autotune, hardware=hw) as rt:
             results_console.print(f"[bold]{model}[/]: how the Runtime ranks it here")
             results_console.print(rt.explain(), highlight=False)
+
+
+def _register_fleet_commands() -> None:
+    from .cli_fleet import report, sweep, worker
+
+    for command in (sweep, report, worker):
+        cli.add_command(command)
+
+
+_register_fleet_commands()
 
 
 def _version(module: str) -> str:

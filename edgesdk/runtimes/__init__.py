@@ -43,6 +43,11 @@ class Session(Protocol):
     #   run_many(feeds_list) -> (outputs per batch, latency per batch in s) -- an asynchronous path.
 
 
+#: Comma-separated backend names: when set, only these are used on this machine (a device whose copy
+#: of a runtime is known to be broken, or a fleet worker that should offer only some).
+ALLOW_ENV = "EDGESDK_BACKENDS"
+
+
 class Backend(Plugin):
     """Base class of a backend: say what it loads, whether it is installed (Plugin), and open sessions."""
 
@@ -72,6 +77,17 @@ class Backend(Plugin):
 
     def describe(self) -> str:
         return f"Backend '{self.name}'"
+
+    def available(self) -> tuple[bool, str]:
+        """(True, version) or (False, why not): installed, and not left out by $EDGESDK_BACKENDS."""
+        allowed = os.environ.get(ALLOW_ENV, "").strip()
+        if allowed and self.name not in {n.strip() for n in allowed.split(",")}:
+            return False, f"left out by {ALLOW_ENV}={allowed}"
+        return self.installed()
+
+    def installed(self) -> tuple[bool, str]:
+        """Whether its libraries import here; a backend with more to check (a GPU) overrides it."""
+        return Plugin.available(self)
 
     def open(self, path: Path, threads: int | None = None, **options: Any) -> Session:
         raise NotImplementedError

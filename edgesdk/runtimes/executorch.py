@@ -136,7 +136,7 @@ class ExecuTorchBackend(Backend):
     # Android's PyTorch runtime, beside TFLite; beside ONNX Runtime on other ARM; behind it on x86 (1.13x here).
     device_rank = {"android": 1, "rpi": 21, "arm": 21, "x86": 33, "jetson": 33, "nvidia": 43}
 
-    def available(self) -> tuple[bool, str]:
+    def installed(self) -> tuple[bool, str]:
         from importlib.metadata import PackageNotFoundError, version
         from importlib.util import find_spec
 

@@ -124,7 +124,7 @@ class MNNBackend(Backend):
     # Built for ARM phones and boards; behind ONNX Runtime and OpenVINO on x86 (1.9x ORT's latency here).
     device_rank = {"android": 1, "rpi": 2, "arm": 2, "x86": 31, "jetson": 31, "nvidia": 41}
 
-    def available(self) -> tuple[bool, str]:
+    def installed(self) -> tuple[bool, str]:
         try:
             _mnn()
         except ImportError as exc:

@@ -137,7 +137,7 @@ class NCNNBackend(Backend):
     # What Ultralytics measures fastest on a Raspberry Pi 5 beside OpenVINO; behind ORT/OpenVINO on x86.
     device_rank = {"rpi": 1, "arm": 1, "android": 21, "x86": 32, "jetson": 32, "nvidia": 42}
 
-    def available(self) -> tuple[bool, str]:
+    def installed(self) -> tuple[bool, str]:
         try:
             ncnn = _ncnn()
         except ImportError as exc:

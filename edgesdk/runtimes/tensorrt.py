@@ -146,7 +146,7 @@ class TensorRTBackend(Backend):
     precision_preference = ("int8", "fp16", "fp32")
     device_rank = {"jetson": 0, "nvidia": 0}  # first wherever it can run at all
 
-    def available(self) -> tuple[bool, str]:
+    def installed(self) -> tuple[bool, str]:
         try:
             trt = importlib.import_module("tensorrt")
         except ImportError:

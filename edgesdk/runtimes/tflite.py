@@ -185,7 +185,7 @@ class TFLiteBackend(Backend):
     device_rank = {"rpi": 0, "android": 0, "arm": 0, "x86": 30, "jetson": 30, "nvidia": 40}
     dynamic_shapes = True  # axes after the batch that onnx2tf left dynamic (-1): resized per call
 
-    def available(self) -> tuple[bool, str]:
+    def installed(self) -> tuple[bool, str]:
         try:
             _, module, _ = find_interpreter()
         except BackendUnavailable as exc:
