@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.setup-stamp
 
-.PHONY: setup demo test bench lint clean arm-check
+.PHONY: setup demo test bench lint clean arm-check arm-fleet
 
 setup: $(STAMP)
 
@@ -63,6 +63,10 @@ arm-check: demo
 		apt-get install -y -qq debootstrap qemu-user-static binfmt-support || \
 		(apt-get update -qq && apt-get install -y -qq debootstrap qemu-user-static binfmt-support); fi
 	$(PY) tools/arm_check.py
+
+# The same arm64 root as a Ray fleet worker (edgesdk[runtimes,fleet] only) beside a head here: bench --fleet on both.
+arm-fleet: arm-check
+	$(PY) tools/arm_fleet.py
 
 lint: setup
 	$(VENV)/bin/ruff check edgesdk tests benchmarks apps examples tools

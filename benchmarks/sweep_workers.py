@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -36,6 +37,7 @@ def main() -> int:
     for workers in (int(w) for w in args.workers.split(",")):
         spec = load_spec(args.spec)
         spec.out = spec.out.with_name(f"{spec.out.name}-w{workers}")
+        shutil.rmtree(spec.out, ignore_errors=True)  # no cell cached from an earlier run
         os.environ["EDGESDK_CACHE"] = tempfile.mkdtemp(prefix=f"edgesdk-cache-w{workers}-")
         t0 = time.perf_counter()
         results = sweep(spec, workers=workers, progress=lambda e: sys.stderr.write(

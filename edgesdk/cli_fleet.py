@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -136,8 +137,10 @@ def worker(address: str, cls: str | None, converter_slots: int, num_cpus: int | 
         results_console.print(shown, highlight=False)
         return
     console.print(f"Joining {address} as device class {cls}: {shown}", highlight=False)
+    beside = Path(sys.executable).with_name("ray")  # a venv's ray, when the venv is not on PATH
+    binary = shutil.which("ray", path=env.get("PATH")) or str(beside)
     try:
-        os.execvpe(cmd[0], cmd, env)
+        os.execve(binary, [binary, *cmd[1:]], env)
     except OSError as exc:
         raise click.ClickException(f"Could not run `ray`: {exc}. Install it with: pip install 'edgesdk[fleet]'") from None
 

@@ -79,11 +79,11 @@ def chart(name: str, model: dict[str, Any], png: Path) -> Path | None:
     for k, cls in enumerate(classes):
         mine = [r for r in rows if r["device_class"] == cls]
         pts = [(r["p50_ms"], accuracy_of(r)[0]) for r in mine]
-        for r, (x, y) in zip(mine, pts):
+        for i, (r, (x, y)) in enumerate(zip(mine, pts)):
             ax.scatter(x, y, color=colours(k), marker=_MARKERS.get(r["format"], "o"), s=46, zorder=3,
                        edgecolors="black" if r.get("auto_pick") else "none", linewidths=1.6)
-            ax.annotate(f"{r['artifact']} / {r['backend']}", (x, y), fontsize=6.5, xytext=(4, 3),
-                        textcoords="offset points", color="#333")
+            ax.annotate(f"{r['artifact']}/{r['backend'][:4]}", (x, y), fontsize=6, xytext=(4, 4 - 8 * (i % 3)),
+                        textcoords="offset points", color="#333")  # staggered: neighbours do not overprint
         front = pareto_front(pts)
         ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], color=colours(k), lw=1.3, ls="--",
                 label=f"{cls}: Pareto front", zorder=2)

@@ -558,4 +558,4 @@ def _add_drops(result: dict[str, Any], source: dict[str, Any] | None) -> None:
     for row in result.get("rows", []):
         acc = row.get("accuracy") or {}
         if metric in acc:
-            acc["drop"] = source[metric] - acc[metric]
+            acc["drop"] = round(source[metric] - acc[metric], 9) + 0.0  # + 0.0: no "-0.00" for float noise

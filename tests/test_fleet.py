@@ -302,3 +302,53 @@ def test_fleet_bench_needs_a_device_class(time_bound, swept):
             fleet_bench(swept["models"]["tiny"]["bundle"], BenchSettings(runs=2, warmup=0), address=c.address)
     finally:
         c.shutdown()
+
+
+def test_device_classes_and_worker_line():
+    """The class a device advertises comes from its HardwareProfile; `edgesdk worker` prints the ray start line."""
+    from click.testing import CliRunner
+
+    from edgesdk.cli_fleet import worker
+    from edgesdk.fleet import check_class_name, device_class, worker_command
+    from edgesdk.hardware import read_profile
+
+    hw = Path(__file__).parent / "hwroots"
+    assert device_class(read_profile(hw / "pi5")) == "rpi5"
+    assert device_class(read_profile(hw / "jetson_orin")) == "jetson-orin"
+    assert device_class(read_profile(hw / "intel_x86")) == "x86"
+    assert device_class(read_profile(hw / "android")) == "android"
+    assert worker_command("head:6379", "rpi5", converter_slots=2) == [
+        "ray", "start", "--address", "head:6379", "--resources", '{"edgesdk/rpi5": 1, "edgesdk/converter": 2}', "--block"]
+    with pytest.raises(UsageError, match="Device class"):
+        check_class_name("Pi 5!")
+    out = CliRunner().invoke(worker, ["--address", "head:6379", "--device-class", "rpi5", "--backends", "tflite",
+                                      "--dry-run"])
+    assert out.exit_code == 0, out.output
+    assert out.output.strip() == ("EDGESDK_BACKENDS=tflite ray start --address head:6379 --resources "
+                                  "'{\"edgesdk/rpi5\": 1}' --block")
+
+
+@pytest.mark.parametrize("with_filter", [True, False], ids=["tarfile-filter", "python-3.11.2"])
+def test_shipped_bundle_unpacks_whole_and_inside(tmp_path: Path, tiny_bundle: Path, monkeypatch, with_filter):
+    """A bundle shipped to a device unpacks to the same files; a tar with a member outside the folder or a
+    link is refused and leaves nothing. Without tarfile's filters (Debian bookworm's Python 3.11.2, Raspberry
+    Pi OS) edgesdk checks the members itself."""
+    import io
+    import tarfile
+
+    from edgesdk.bundle import load_bundle
+    from edgesdk.fleet import pack_bundle, unpack_bundle
+
+    if not with_filter:
+        monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    copy = unpack_bundle(pack_bundle(tiny_bundle), tmp_path / "copy")
+    assert [a.sha256 for a in load_bundle(copy).artifacts] == [a.sha256 for a in load_bundle(tiny_bundle).artifacts]
+    for name, kind in (("../escape.txt", tarfile.REGTYPE), ("link", tarfile.SYMTYPE)):
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            member = tarfile.TarInfo(name)
+            member.type, member.linkname, member.size = kind, "/etc/passwd" if kind == tarfile.SYMTYPE else "", 0
+            tar.addfile(member, io.BytesIO(b""))
+        with pytest.raises(UsageError, match="Could not unpack"):
+            unpack_bundle(buf.getvalue(), tmp_path / "hostile")
+        assert not (tmp_path / "hostile").exists() and not (tmp_path / "escape.txt").exists()
