@@ -317,9 +317,9 @@ def bench(model: str, runs: int, warmup: int, threads: int | None, backend: str,
     if fleet:
         if csv_path or mode != "latency" or backend != "auto" or artifacts:
             raise click.UsageError("--fleet times every artifact on every backend in latency mode; it writes --json.")
-        from .cli_fleet import fleet_bench
+        from .cli_fleet import bench_on_fleet
 
-        return fleet_bench(model, runs, warmup, threads, address, data, json_path)
+        return bench_on_fleet(model, runs, warmup, threads, address, data, json_path)
     if address or data:
         raise click.UsageError("--address and --data go with --fleet.")
     with console.status("Benchmarking") as status:
@@ -432,9 +432,9 @@ def doctor(model: str | None, autotune: bool, hardware_root: str | None) -> None
 
 
 def _register_fleet_commands() -> None:
-    from .cli_fleet import report, sweep, worker
+    from .cli_fleet import report_command, sweep_command, worker_command
 
-    for command in (sweep, report, worker):
+    for command in (sweep_command, report_command, worker_command):
         cli.add_command(command)
 
 

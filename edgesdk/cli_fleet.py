@@ -46,7 +46,7 @@ def _progress() -> Progress:
                     TimeElapsedColumn(), console=console)
 
 
-@click.command()
+@click.command("sweep")
 @click.argument("spec", type=click.Path(exists=True, dir_okay=False))
 @click.option("--address", help="Ray cluster to run on (HOST:6379; default $RAY_ADDRESS, else Ray embedded here).")
 @click.option("--workers", type=click.IntRange(1), help="Conversion slots of an embedded Ray [default: cores, "
@@ -55,7 +55,7 @@ def _progress() -> Progress:
 @click.option("--no-bench", is_flag=True, help="Convert and validate only.")
 @click.option("--retry-failed", is_flag=True, help="Run failed cells again even if their inputs did not change.")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Also write the HTML report here.")
-def sweep(spec: str, address: str | None, workers: int | None, sequential: bool, no_bench: bool, retry_failed: bool,
+def sweep_command(spec: str, address: str | None, workers: int | None, sequential: bool, no_bench: bool, retry_failed: bool,
           report_path: str | None) -> None:
     """Convert every (model, target, precision) of SPEC (YAML or JSON), then benchmark and validate every
     bundle on one node of every device class, as Ray tasks. A re-run skips cells whose inputs did not change."""
@@ -103,11 +103,11 @@ def _row_cells(r: dict[str, Any]) -> list[str]:
             "*" if r.get("auto_pick") else ""]
 
 
-@click.command()
+@click.command("report")
 @click.argument("results", type=click.Path(exists=True))
 @click.option("-o", "--out", type=click.Path(dir_okay=False), help="HTML file to write [default: report.html "
               "beside the results].")
-def report(results: str, out: str | None) -> None:
+def report_command(results: str, out: str | None) -> None:
     """Write a self-contained HTML page (and PNG charts) from a sweep's results.json or a fleet bench's JSON."""
     from .report import report as write_report
 
@@ -115,7 +115,7 @@ def report(results: str, out: str | None) -> None:
     results_console.print(f"Wrote {write_report(results, out or base / 'report.html')}")
 
 
-@click.command()
+@click.command("worker")
 @click.option("--address", required=True, help="The Ray head to join, HOST:6379.")
 @click.option("--device-class", "cls", help="The class this device advertises [default: detected, e.g. rpi5, x86].")
 @click.option("--converter-slots", type=click.IntRange(0), default=0, show_default=True,
@@ -123,14 +123,14 @@ def report(results: str, out: str | None) -> None:
 @click.option("--num-cpus", type=click.IntRange(1), help="CPUs Ray may use here [default: all].")
 @click.option("--backends", help="Only these backends on this node, comma-separated (sets EDGESDK_BACKENDS).")
 @click.option("--dry-run", is_flag=True, help="Print the ray start command instead of running it.")
-def worker(address: str, cls: str | None, converter_slots: int, num_cpus: int | None, backends: str | None,
+def worker_command(address: str, cls: str | None, converter_slots: int, num_cpus: int | None, backends: str | None,
            dry_run: bool) -> None:
     """Join a Ray cluster as a device of a class (detected with HardwareProfile), for sweeps and fleet benchmarks."""
-    from .fleet import device_class, worker_command
+    from .fleet import device_class, ray_start_line
     from .hardware import read_profile
 
     cls = cls or device_class(read_profile())
-    cmd = worker_command(address, cls, converter_slots, num_cpus)
+    cmd = ray_start_line(address, cls, converter_slots, num_cpus)
     env = {**os.environ, **({"EDGESDK_BACKENDS": backends} if backends else {})}
     shown = ("EDGESDK_BACKENDS=" + shlex.quote(backends) + " " if backends else "") + shlex.join(cmd)
     if dry_run:
@@ -145,7 +145,7 @@ def worker(address: str, cls: str | None, converter_slots: int, num_cpus: int | 
         raise click.ClickException(f"Could not run `ray`: {exc}. Install it with: pip install 'edgesdk[fleet]'") from None
 
 
-def fleet_bench(model: str, runs: int, warmup: int, threads: int | None, address: str | None, data: str | None,
+def bench_on_fleet(model: str, runs: int, warmup: int, threads: int | None, address: str | None, data: str | None,
                 json_path: str | None) -> None:
     """`edgesdk bench MODEL --fleet`: one table over every device class in the cluster."""
     from .accuracy import load_labelled

@@ -460,7 +460,7 @@ def run_benches(executor: Any, blobs: dict[str, bytes], settings: BenchSettings,
     return out
 
 
-def worker_command(address: str, cls: str, converter_slots: int = 0, cpus: int | None = None,
+def ray_start_line(address: str, cls: str, converter_slots: int = 0, cpus: int | None = None,
                    block: bool = True) -> list[str]:
     """The `ray start` line that joins this machine to the cluster as a worker of device class cls."""
     import json

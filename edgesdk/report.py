@@ -14,7 +14,7 @@ from typing import Any
 
 from .errors import UsageError
 
-_MARKERS = {"onnx": "o", "openvino": "s", "tflite": "^", "tensorrt": "D", "mnn": "v", "ncnn": "P", "executorch": "X"}
+_MARKERS = "os^DvPX*<>"  # one per format, in the order formats first appear
 _METRIC_NAMES = {"top1": "top-1 accuracy", "map50_95": "mAP50-95", "top1_agreement": "top-1 agreement with the source",
                  "detection_recall": "detection recall vs the source", "cosine": "output cosine vs the source"}
 
@@ -76,11 +76,12 @@ def chart(name: str, model: dict[str, Any], png: Path) -> Path | None:
     colours = plt.get_cmap("tab10")
     classes = sorted({r["device_class"] for r in rows})
     metric = accuracy_of(rows[0])[1]
+    markers = {fmt: _MARKERS[i % len(_MARKERS)] for i, fmt in enumerate(dict.fromkeys(r["format"] for r in rows))}
     for k, cls in enumerate(classes):
         mine = [r for r in rows if r["device_class"] == cls]
         pts = [(r["p50_ms"], accuracy_of(r)[0]) for r in mine]
         for i, (r, (x, y)) in enumerate(zip(mine, pts)):
-            ax.scatter(x, y, color=colours(k), marker=_MARKERS.get(r["format"], "o"), s=46, zorder=3,
+            ax.scatter(x, y, color=colours(k), marker=markers[r["format"]], s=46, zorder=3,
                        edgecolors="black" if r.get("auto_pick") else "none", linewidths=1.6)
             ax.annotate(f"{r['artifact']}/{r['backend'][:4]}", (x, y), fontsize=6, xytext=(4, 4 - 8 * (i % 3)),
                         textcoords="offset points", color="#333")  # staggered: neighbours do not overprint

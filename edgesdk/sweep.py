@@ -141,7 +141,9 @@ def load_spec(spec: str | os.PathLike | dict[str, Any], base: str | os.PathLike 
         raise UsageError("A sweep spec is a mapping with a non-empty 'models' list (and optionally out, targets, "
                          "precisions, bench).")
     _check_keys(data, _TOP_KEYS, "the spec")
-    targets, precisions = data.get("targets", ["onnx"]), data.get("precisions", ["fp32"])
+    from .converters import DEFAULT_TARGET
+
+    targets, precisions = data.get("targets", [DEFAULT_TARGET]), data.get("precisions", ["fp32"])
     models = [_model_entry(m, i, targets, precisions, base_dir) for i, m in enumerate(data["models"])]
     names = [m.name for m in models]
     if len(set(names)) != len(names):

@@ -203,9 +203,9 @@ def test_fleet_bench_command(time_bound, swept, cluster, tmp_path):
     assert [b["device_class"] for b in model["bench"]] == ["lab-ort", "lab-x86"]
     assert all(len(b["rows"]) >= 6 for b in model["bench"])
     with pytest.raises(UsageError, match="holds no labels"):
-        from edgesdk.cli_fleet import fleet_bench as cli_fleet_bench
+        from edgesdk.cli_fleet import bench_on_fleet
 
-        cli_fleet_bench(swept["models"]["tiny"]["bundle"], 5, 1, None, cluster.address, swept["models"]["tiny"]["bundle"], None)
+        bench_on_fleet(swept["models"]["tiny"]["bundle"], 5, 1, None, cluster.address, swept["models"]["tiny"]["bundle"], None)
 
 
 def test_killed_worker_loses_nothing(time_bound, tmp_path, sweep_inputs, reference, monkeypatch):
@@ -248,7 +248,7 @@ def test_report_in_a_real_browser(time_bound, swept, tmp_path):
 
     from edgesdk.report import pareto_front, report
 
-    page = report(swept["out"], tmp_path / "report.html")
+    page = report(swept, tmp_path / "report.html")  # the results in hand: later tests re-run into the same folder
     assert (tmp_path / "tiny.png").is_file()
     url = f"file://{page}#sort=p50_ms"
     common = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1400,2200"]
@@ -308,8 +308,8 @@ def test_device_classes_and_worker_line():
     """The class a device advertises comes from its HardwareProfile; `edgesdk worker` prints the ray start line."""
     from click.testing import CliRunner
 
-    from edgesdk.cli_fleet import worker
-    from edgesdk.fleet import check_class_name, device_class, worker_command
+    from edgesdk.cli_fleet import worker_command
+    from edgesdk.fleet import check_class_name, device_class, ray_start_line
     from edgesdk.hardware import read_profile
 
     hw = Path(__file__).parent / "hwroots"
@@ -317,11 +317,11 @@ def test_device_classes_and_worker_line():
     assert device_class(read_profile(hw / "jetson_orin")) == "jetson-orin"
     assert device_class(read_profile(hw / "intel_x86")) == "x86"
     assert device_class(read_profile(hw / "android")) == "android"
-    assert worker_command("head:6379", "rpi5", converter_slots=2) == [
+    assert ray_start_line("head:6379", "rpi5", converter_slots=2) == [
         "ray", "start", "--address", "head:6379", "--resources", '{"edgesdk/rpi5": 1, "edgesdk/converter": 2}', "--block"]
     with pytest.raises(UsageError, match="Device class"):
         check_class_name("Pi 5!")
-    out = CliRunner().invoke(worker, ["--address", "head:6379", "--device-class", "rpi5", "--backends", "tflite",
+    out = CliRunner().invoke(worker_command, ["--address", "head:6379", "--device-class", "rpi5", "--backends", "tflite",
                                       "--dry-run"])
     assert out.exit_code == 0, out.output
     assert out.output.strip() == ("EDGESDK_BACKENDS=tflite ray start --address head:6379 --resources "
