@@ -226,12 +226,12 @@ def bench_on_node(blob: bytes, model: str, settings: dict[str, Any], labelled: d
     rows += [_unavailable_row(a) for a in bundle.artifacts if a.id not in benched]
     _mark_auto_pick(rows, bundle)
     profile = read_profile()
-    return {"device_class": cls, "model": model, "node": _node_id(), "host": socket.gethostname(),
+    return {"device_class": cls, "model": model, "node": node_id(), "host": socket.gethostname(),
             "machine": {"summary": profile.summary(), "arch": profile.arch, "machine_id": profile.machine_id},
             "rows": rows}
 
 
-def _node_id() -> str:
+def node_id() -> str:
     """The Ray node this runs on, or 'local' outside Ray (never starting Ray to find out)."""
     try:
         import ray

@@ -36,6 +36,7 @@ from .fleet import (
     LocalExecutor,
     RayExecutor,
     connect,
+    node_id,
     pack_bundle,
     run_benches,
     unpack_bundle,
@@ -244,7 +245,7 @@ def convert_cell(entry: dict[str, Any], target: str, precision: str, root: str |
     if root and root not in sys.path:
         sys.path.insert(0, root)
     model = ModelEntry(**entry)
-    record: dict[str, Any] = {"node": _node(), "host": socket.gethostname(), "pid": os.getpid()}
+    record: dict[str, Any] = {"node": node_id(), "host": socket.gethostname(), "pid": os.getpid()}
     handler = _Warnings()
     logging.getLogger("edgesdk").addHandler(handler)
     t0 = time.perf_counter()
@@ -287,12 +288,6 @@ def _source(model: ModelEntry) -> Any:
 def _artifact_summary(art: Any) -> dict[str, Any]:
     return {"id": art.id, "file": art.file, "sha256": art.sha256, "size_bytes": art.size_bytes,
             "parity": art.parity.to_dict()}
-
-
-def _node() -> str:
-    from .fleet import _node_id
-
-    return _node_id()
 
 
 def source_accuracy(entry: dict[str, Any], manifest: dict[str, Any], payload: dict[str, Any],
