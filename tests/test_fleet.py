@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import ray
 from ray.cluster_utils import Cluster
 
 from edgesdk.errors import UsageError
@@ -352,3 +353,27 @@ def test_shipped_bundle_unpacks_whole_and_inside(tmp_path: Path, tiny_bundle: Pa
         with pytest.raises(UsageError, match="Could not unpack"):
             unpack_bundle(buf.getvalue(), tmp_path / "hostile")
         assert not (tmp_path / "hostile").exists() and not (tmp_path / "escape.txt").exists()
+
+
+def test_device_class_that_leaves_is_recorded(time_bound, tiny_bundle: Path):
+    """A benchmark waiting for a device class whose only node dies is cancelled and recorded, not waited
+    for; the other classes' results still come back."""
+    nodes: dict[str, dict] = {"lab-a": {}, "lab-z": {}}
+    c = start_cluster(nodes)
+    try:
+        ray.init(address=c.address, log_to_driver=False)
+
+        @ray.remote(resources={"edgesdk/lab-z": 1}, max_retries=0)
+        def hold() -> None:  # keeps lab-z busy, so its benchmark waits in the queue
+            time.sleep(120)
+
+        hold.remote()
+        time.sleep(2)
+        threading.Timer(6, lambda: c.remove_node(nodes["lab-z"]["node"], allow_graceful=False)).start()
+        results = fleet_bench(tiny_bundle, BenchSettings(runs=2, warmup=0), address=c.address)
+    finally:
+        ray.shutdown()
+        c.shutdown()
+    bench = {b["device_class"]: b for b in next(iter(results["models"].values()))["bench"]}
+    assert bench["lab-z"]["status"] == "failed" and "left the cluster" in bench["lab-z"]["error"]
+    assert bench["lab-a"]["rows"] and all(r["status"] == "ok" for r in bench["lab-a"]["rows"])
