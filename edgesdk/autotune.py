@@ -7,8 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -44,7 +42,7 @@ def autotune(bundle: Bundle, ranking: Ranking, profile: HardwareProfile, threads
         return {**cached, "cached": True, "file": str(path)}
     except (OSError, ValueError):
         pass
-    from .bundle import verify_artifact
+    from .bundle import verify_artifact, write_atomic
     from .runtimes import adapt
 
     feeds = random_feeds(bundle.inputs)
@@ -63,12 +61,9 @@ def autotune(bundle: Bundle, ranking: Ranking, profile: HardwareProfile, threads
         finally:
             session.close()
     result = {"ms": timings, "machine_id": profile.machine_id, "runs": RUNS}
-    try:  # written whole (temp file, then rename): a reader never sees half a file
+    try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump(result, f)
-        os.replace(tmp, path)
+        write_atomic(path, json.dumps(result))
     except OSError as exc:
         log.warning("Autotune result not cached (%s)", exc)
     return {**result, "cached": False, "file": str(path)}

@@ -108,9 +108,7 @@ class Bundle:
         }
 
     def write_manifest(self) -> None:
-        tmp = self.path / (MANIFEST + ".tmp")
-        tmp.write_text(json.dumps(self.to_manifest(), indent=2))
-        os.replace(tmp, self.path / MANIFEST)
+        write_atomic(self.path / MANIFEST, json.dumps(self.to_manifest(), indent=2))
 
     def __repr__(self) -> str:
         return f"Bundle({str(self.path)!r}, artifacts={[a.id for a in self.artifacts]})"
@@ -225,6 +223,18 @@ def inside(root: Path, name: str) -> Path:
         raise ModelLoadError(f"{root / name} leads outside the bundle (to {real}): refusing it. Bundles may not "
                              "contain links to other places; re-copy the bundle.")
     return root / name
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write a file whole: a temp file beside it, then a rename, so a reader never sees half of it."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def sha256_of(path: Path) -> str:

@@ -14,7 +14,6 @@ from typing import Any
 
 try:
     import click
-    from rich.console import Console
     from rich.table import Table
 except ImportError:  # pragma: no cover - exercised only without the cli extra
     sys.stderr.write("The edgesdk CLI needs click and rich: pip install 'edgesdk[cli]'\n")
@@ -23,14 +22,12 @@ except ImportError:  # pragma: no cover - exercised only without the cli extra
 import numpy as np
 
 from .classes import top_k
+from .consoles import console, results_console
 from .converters import DEFAULT_TARGET, converters, declared_options, target_presets
 from .errors import EdgeSDKError, InputError
 from .records import Parity
 from .runtimes import max_threads
 
-console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
-# Tables keep their columns when piped to a file or CI log, where rich would assume 80 columns.
-results_console = Console(width=None if sys.stdout.isatty() else 160)  # results go to stdout, status and errors to stderr
 log = logging.getLogger("edgesdk")
 
 

@@ -11,12 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
-results_console = Console(width=None if sys.stdout.isatty() else 160)
+from .consoles import console, results_console
 
 _PHASES = {"convert": "Converting cells", "source_accuracy": "Source accuracy", "bench": "Benchmarking on devices"}
 _STATUS = {"ok": "[green]ok[/]", "failed": "[red]failed[/]", "not available": "[yellow]not available[/]"}

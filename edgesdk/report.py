@@ -213,6 +213,8 @@ if (m) document.querySelectorAll('table.sortable').forEach(t => sortTable(t, m[1
 
 def report(results: str | os.PathLike | dict[str, Any], out: str | os.PathLike) -> Path:
     """Write the HTML page to out (a .html file; its PNGs beside it) and return its path."""
+    from .bundle import write_atomic
+
     data = results if isinstance(results, dict) else load_results(results)
     out = Path(out)
     if out.suffix.lower() not in (".html", ".htm"):
@@ -226,7 +228,5 @@ def report(results: str | os.PathLike | dict[str, Any], out: str | os.PathLike) 
                f"phases {html.escape(json.dumps(data.get('phases_s', {})))}; started {html.escape(str(data.get('started', '')))}</p>")
     page = (f"<!doctype html><html><head><meta charset=\"utf-8\"><title>edgesdk report</title><style>{_STYLE}</style>"
             f"</head><body><h1>edgesdk report</h1>{summary}{sections}<script>{_SCRIPT}</script></body></html>")
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(page)
-    os.replace(tmp, out)
+    write_atomic(out, page)
     return out

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .bundle import MANIFEST, load_bundle, staged_dir
+from .bundle import MANIFEST, load_bundle, staged_dir, write_atomic
 from .errors import ConversionError, EdgeSDKError, UsageError, first_line
 from .fleet import (
     CONVERTER,
@@ -352,10 +352,7 @@ class Store:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=1, default=str)
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data, indent=1, default=str))
 
 
 def merge_bundles(parts: list[Path], out: Path) -> Path:
