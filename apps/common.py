@@ -7,13 +7,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import edgesdk
 from edgesdk.images import list_images
+from edgesdk.stream import Frame
 
 
 def positive_int(text: str) -> int:
@@ -30,7 +32,8 @@ def app_parser(prog: str, doc: str, default_model: str, default_log: str) -> arg
     ap.add_argument("--backend", default="auto")
     ap.add_argument("--precision", default="auto")
     ap.add_argument("--artifact", help="one artifact of the bundle, e.g. tflite-int8")
-    ap.add_argument("--threads", type=positive_int)
+    ap.add_argument("--threads", type=positive_int,
+                    help="inference threads (default: every core; all but one when images are pipelined)")
     ap.add_argument("--log", default=default_log, help="JSONL file with every sample's timings")
     ap.add_argument("--json", action="store_true", help="print results as JSON")
     return ap
@@ -39,11 +42,29 @@ def app_parser(prog: str, doc: str, default_model: str, default_log: str) -> arg
 def add_image_inputs(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("inputs", nargs="*", help="image files or folders")
     ap.add_argument("--video", help="camera index or video file (needs OpenCV)")
+    ap.add_argument("--sequential", action="store_true",
+                    help="one image at a time (default: decode, inference and post-processing overlap)")
 
 
-def open_runtime(args: argparse.Namespace) -> edgesdk.Runtime:
+def stream_results(frames: Iterable[Frame], key: str) -> list[dict[str, Any]]:
+    """One result per frame, in input order: {"input", key: frame.result} or {"input", "error"}."""
+    return [{"input": f.name, "error": f.error} if f.error else {"input": f.name, key: f.result} for f in frames]
+
+
+def open_runtime(args: argparse.Namespace, stream: bool = False) -> edgesdk.Runtime:
+    """The app's Runtime. A pipelined stream (several images, a video) leaves one core to decoding and
+    post-processing unless --threads says otherwise: a model on every core would fight them for it."""
+    threads = args.threads
+    if threads is None and stream and not getattr(args, "sequential", True):
+        threads = stream_threads()
     return edgesdk.Runtime(args.model, backend=args.backend, precision=args.precision, artifact=args.artifact,
-                           threads=args.threads)
+                           threads=threads)
+
+
+def stream_threads() -> int | None:
+    """Inference threads for a pipelined stream: all cores but one (None, the backend's choice, on one core)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return cores - 1 if cores > 1 else None
 
 
 def image_paths(inputs: list[str]) -> list[Path]:

@@ -49,6 +49,7 @@ PUBLIC_MODULES = (
     "edgesdk.accuracy",  # top-1/top-5 and mAP on labelled data (class folders, file,label CSV, YOLO labels)
     "edgesdk.fleet",  # Ray: the cluster, bench on every device class (fleet_bench), `edgesdk worker`
     "edgesdk.report",  # the HTML report of a sweep or fleet bench
+    "edgesdk.stream",  # pipelined streams of frames: decode, infer and post-process overlap, in order
 )
 
 # These modules import only numpy at load time; converters and backends import their heavy libraries

@@ -10,6 +10,9 @@ percentiles, frames per second or real-time factor, a JSONL file with every samp
                 out = rt.run(x)
     print(log.table())
 
+A pipelined stream (edgesdk.stream) times its frames in several threads and hands each one to
+log.record(); frames per second are then counted on the wall clock, not summed per frame.
+
 For audio, log.sample(audio_s=0.032) records how much audio a sample covered; the summary then gives
 the real-time factor (processing time / audio time; below 1 keeps up with a live stream)."""
 
@@ -39,6 +42,7 @@ class LatencyLog:
         self.audio_s = 0.0
         self.samples = 0
         self._current: dict[str, float] | None = None
+        self._first, self._last = float("inf"), float("-inf")  # perf_counter() span of all samples
         self._file = None
         if jsonl is not None:
             try:
@@ -62,21 +66,34 @@ class LatencyLog:
         try:
             yield extra
         finally:
-            total = (time.perf_counter() - t0) * 1e3
             stages, self._current = self._current, None
-            self.samples += 1
-            self.totals.append(total)
-            for stage, ms in stages.items():
-                self.stages.setdefault(stage, []).append(ms)
+            self.record(stages, t0, time.perf_counter(), audio_s, **{**meta, **extra})
+
+    def record(self, stages_ms: dict[str, float], started: float, finished: float, audio_s: float | None = None,
+               **meta: Any) -> None:
+        """One sample timed elsewhere (a pipelined stream's frame): its stage times, and when it started
+        and finished (time.perf_counter()) end to end."""
+        total = (finished - started) * 1e3
+        self.samples += 1
+        self.totals.append(total)
+        self._first = min(self._first, started)
+        self._last = max(self._last, finished)
+        for stage, ms in stages_ms.items():
+            self.stages.setdefault(stage, []).append(ms)
+        if audio_s:
+            self.audio_s += audio_s
+        if self._file is not None:
+            line = {"sample": self.samples - 1, **meta, "total_ms": round(total, 4),
+                    "stages_ms": {k: round(v, 4) for k, v in stages_ms.items()}}
             if audio_s:
-                self.audio_s += audio_s
-            if self._file is not None:
-                record = {"sample": self.samples - 1, **meta, **extra, "total_ms": round(total, 4),
-                          "stages_ms": {k: round(v, 4) for k, v in stages.items()}}
-                if audio_s:
-                    record["audio_s"] = audio_s
-                self._file.write(json.dumps(record, default=str) + "\n")
-                self._file.flush()
+                line["audio_s"] = audio_s
+            self._file.write(json.dumps(line, default=str) + "\n")
+            self._file.flush()
+
+    @property
+    def wall_s(self) -> float:
+        """Seconds from the first sample's start to the last one's end."""
+        return max(0.0, self._last - self._first) if self.samples else 0.0
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -90,22 +107,25 @@ class LatencyLog:
             self._current[name] = self._current.get(name, 0.0) + (time.perf_counter() - t0) * 1e3
 
     def summary(self) -> dict[str, Any]:
-        """Percentiles per stage and in total, throughput, the share outside 'infer', and the real-time factor."""
+        """Percentiles per stage and of each sample end to end ("total"), samples per second of wall
+        time, the share of the wall time outside inference, and the real-time factor."""
         def stats(values: list[float]) -> dict[str, float]:
             a = np.asarray(values) if values else np.zeros(1)
             return {"p50": float(np.percentile(a, 50)), "p90": float(np.percentile(a, 90)),
                     "p99": float(np.percentile(a, 99)), "mean": float(a.mean()), "count": len(values)}
 
-        total_s = sum(self.totals) / 1e3
+        wall_s = self.wall_s
         out: dict[str, Any] = {"samples": self.samples, "stages": {k: stats(v) for k, v in self.stages.items()},
-                               "total": stats(self.totals),
-                               "per_second": self.samples / total_s if total_s else 0.0}
-        infer = sum(sum(self.stages.get(stage, [])) for stage in self.inference_stages)
-        if self.totals and infer:
-            out["share_outside_infer"] = 1 - infer / sum(self.totals)
+                               "total": stats(self.totals), "wall_s": wall_s,
+                               "per_second": self.samples / wall_s if wall_s else 0.0}
+        # The share of the wall time in which no model ran: where the app, not the model, sets the pace.
+        # Pipelined, inference overlaps the other stages and the share falls towards zero.
+        infer = sum(sum(self.stages.get(stage, [])) for stage in self.inference_stages) / 1e3
+        if wall_s and infer:
+            out["share_outside_infer"] = max(0.0, 1 - infer / wall_s)
         if self.audio_s:
             out["audio_s"] = self.audio_s
-            out["real_time_factor"] = total_s / self.audio_s
+            out["real_time_factor"] = sum(self.totals) / 1e3 / self.audio_s
         return out
 
     def table(self) -> str:

@@ -16,7 +16,7 @@ from .bundle import Artifact, Bundle, load_bundle, verify_artifact
 from .errors import EdgeSDKError, InputError, ModelLoadError, UsageError, first_line
 from .hardware import HardwareProfile, read_profile
 from .parity import Tolerance
-from .runtimes import Backend, Ranking, Session, adapt, check_threads, format_of_file, rank
+from .runtimes import Backend, Ranking, Session, adapt, check_threads, format_of_file, native_specs, rank
 from .specs import TensorSpec, check_array
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,10 @@ class Runtime:
         self.inputs: list[TensorSpec] = self.bundle.inputs or self._session.inputs
         self.outputs: list[TensorSpec] = self.bundle.outputs or self._session.outputs
         self._input_names = [s.name for s in self.inputs]
+        #: The inputs as the loaded artifact computes them (NHWC inside a TFLite file made from an NCHW
+        #: model): run() takes arrays in either layout, and one already in this layout is not transposed.
+        self.native_inputs: list[TensorSpec] = native_specs(self._session, self.inputs)
+        self._checks = list(zip(self.inputs, (n if n != s else None for s, n in zip(self.inputs, self.native_inputs))))
         self._tokenizer: Any = None
 
     def _load_model(self, path: Any) -> None:
@@ -208,7 +212,10 @@ class Runtime:
 
     def _check_outputs(self, outputs: list[np.ndarray]) -> list[np.ndarray]:
         """Say so (once) when outputs hold NaN or Inf: what corrupted weights in a bare file look like."""
-        if all(o.dtype.kind != "f" or np.isfinite(o).all() for o in outputs):
+        for o in outputs:
+            if o.dtype.kind == "f" and not np.isfinite(o).all():
+                break
+        else:
             return outputs
         self.nonfinite_outputs += 1
         if self.nonfinite_outputs == 1:
@@ -240,6 +247,24 @@ class Runtime:
         return dict(zip((s.name for s in self.outputs), self.run_all(inputs)))
 
     def _feeds(self, inputs: Inputs) -> dict[str, np.ndarray]:
+        if type(inputs) is np.ndarray and len(self._checks) == 1:  # the common call, kept short
+            spec, native = self._checks[0]
+            check_array(spec, inputs, self.allow_nonfinite, native)
+            return {spec.name: inputs}
+        arrays = self._arrays(inputs)
+        feeds = {}
+        for (spec, native), arr in zip(self._checks, arrays):
+            if not isinstance(arr, np.ndarray):
+                try:
+                    arr = np.asarray(arr.detach().cpu().numpy() if hasattr(arr, "detach") else arr)
+                except (TypeError, ValueError) as exc:
+                    raise InputError(f"Input '{spec.name}' is not an array ({first_line(exc)}).") from None
+            check_array(spec, arr, self.allow_nonfinite, native)
+            feeds[spec.name] = arr
+        return feeds
+
+    def _arrays(self, inputs: Inputs) -> list[Any]:
+        """The inputs as a list in the model's input order, from any form run() takes."""
         if isinstance(inputs, str) or (isinstance(inputs, (list, tuple)) and inputs and
                                        all(isinstance(t, str) for t in inputs)):
             inputs = self.tokenize(inputs)  # type: ignore[arg-type]
@@ -250,26 +275,15 @@ class Runtime:
                 raise InputError(f"Input names {sorted(inputs)} do not match the model's inputs "
                                  f"{self._input_names}" + (f" (unknown: {unknown})" if unknown else "") +
                                  (f" (missing: {missing})" if missing else "") + ".")
-            arrays = [inputs[n] for n in self._input_names]
-        elif isinstance(inputs, (list, tuple)):
+            return [inputs[n] for n in self._input_names]
+        if isinstance(inputs, (list, tuple)):
             if len(inputs) != len(self.inputs):
                 raise InputError(f"Got {len(inputs)} inputs; the model takes {len(self.inputs)}: {self._input_names}.")
-            arrays = list(inputs)
-        else:
-            if len(self.inputs) != 1:
-                raise InputError(f"The model takes {len(self.inputs)} inputs {self._input_names}: pass a list or a "
-                                 "dict by name.")
-            arrays = [inputs]
-        feeds = {}
-        for spec, arr in zip(self.inputs, arrays):
-            if not isinstance(arr, np.ndarray):
-                try:
-                    arr = np.asarray(arr.detach().cpu().numpy() if hasattr(arr, "detach") else arr)
-                except (TypeError, ValueError) as exc:
-                    raise InputError(f"Input '{spec.name}' is not an array ({first_line(exc)}).") from None
-            check_array(spec, arr, self.allow_nonfinite)
-            feeds[spec.name] = arr
-        return feeds
+            return list(inputs)
+        if len(self.inputs) != 1:
+            raise InputError(f"The model takes {len(self.inputs)} inputs {self._input_names}: pass a list or a "
+                             "dict by name.")
+        return [inputs]
 
     # -- lifetime -----------------------------------------------------------------------------------
     def close(self) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -38,9 +39,24 @@ class TensorSpec:
         return tuple(d if isinstance(d, int) else (batch if i == 0 else 1) for i, d in enumerate(self.shape))
 
     def accepts_shape(self, shape: Sequence[int]) -> bool:
+        if shape == self.shape:  # a fixed shape, the common case: one comparison per call
+            return True
         return len(shape) == len(self.shape) and all(
             not isinstance(d, int) or d == s for d, s in zip(self.shape, shape)
         )
+
+    @cached_property
+    def np_dtype(self) -> np.dtype | None:
+        """The numpy dtype, or None for a type numpy has no name for (ONNX strings, sequences)."""
+        try:
+            return np.dtype(self.dtype)
+        except TypeError:
+            return None
+
+    def permuted(self, perm: Sequence[int]) -> TensorSpec:
+        """The same tensor with its axes in another order (NCHW -> NHWC for perm (0, 2, 3, 1))."""
+        layout = "".join(self.layout[i] for i in perm) if self.layout and len(self.layout) == len(perm) else None
+        return TensorSpec(self.name, tuple(self.shape[i] for i in perm), self.dtype, layout)
 
 
 def parse_dynamic_axes(given: Any) -> DynamicAxes:
@@ -67,25 +83,38 @@ def parse_dynamic_axes(given: Any) -> DynamicAxes:
     return axes
 
 
-def check_array(spec: TensorSpec, arr: np.ndarray, allow_nonfinite: bool = False) -> None:
+def check_array(spec: TensorSpec, arr: np.ndarray, allow_nonfinite: bool = False,
+                native: TensorSpec | None = None) -> None:
     """Raise InputError unless arr has spec's dtype and an accepted shape, and (for floating inputs)
-    only finite values: NaN or Inf in gives plausible-looking garbage out on several backends."""
+    only finite values: NaN or Inf in gives plausible-looking garbage out on several backends.
+    native: the same input in the layout the loaded artifact computes in (NHWC inside a TFLite file
+    made from an NCHW model); an array already in that layout is accepted too (no transpose needed)."""
     from .errors import InputError
 
-    try:
-        wanted = np.dtype(spec.dtype)
-    except TypeError:  # a type numpy has no name for (ONNX strings, sequences): the backend checks it
-        wanted = arr.dtype
-    if arr.dtype != wanted:
+    wanted = spec.np_dtype
+    if wanted is not None and arr.dtype != wanted:
         raise InputError(f"Input '{spec.name}' has dtype {arr.dtype}; the model expects {spec.dtype}. "
                          f"Convert it with .astype(np.{spec.dtype}).")
-    if not spec.accepts_shape(arr.shape):
+    if not spec.accepts_shape(arr.shape) and not (native is not None and native.accepts_shape(arr.shape)):
         raise InputError(f"Input '{spec.name}' has shape {list(arr.shape)}; the model expects "
                          f"{list(spec.shape)}" + (f" ({spec.layout})" if spec.layout else "") + ".")
     if not allow_nonfinite and arr.dtype.kind == "f" and not np.isfinite(arr).all():
         bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
         raise InputError(f"Input '{spec.name}' holds {bad} NaN or infinite values; the model expects finite "
                          "numbers. Check the preprocessing, or pass allow_nonfinite=True to run them anyway.")
+
+
+def check_feeds(specs: Sequence[TensorSpec], feeds: dict[str, np.ndarray]) -> None:
+    """Raise InputError unless feeds has exactly the named inputs, each matching its spec."""
+    from .errors import InputError
+
+    if len(feeds) != len(specs) or any(s.name not in feeds for s in specs):
+        raise InputError(f"Inputs {sorted(feeds)} do not match the model's inputs {[s.name for s in specs]}.")
+    for spec in specs:
+        arr = feeds[spec.name]
+        if not isinstance(arr, np.ndarray):
+            raise InputError(f"Input '{spec.name}' is a {type(arr).__name__}; give a numpy array.")
+        check_array(spec, arr, allow_nonfinite=True)
 
 
 def random_feeds(specs: Sequence[TensorSpec], seed: int = 0, uniform: bool = False,
@@ -124,20 +153,6 @@ def resize_axes(specs: Sequence[TensorSpec], feeds: dict[str, np.ndarray], sizes
                 a = np.take(a, np.arange(sizes[d]) % a.shape[i], axis=i)
         out[s.name] = np.ascontiguousarray(a)
     return out
-
-
-def check_feeds(specs: Sequence[TensorSpec], feeds: dict[str, np.ndarray]) -> None:
-    """Raise InputError unless feeds has exactly the named inputs, each matching its spec."""
-    from .errors import InputError
-
-    names = [s.name for s in specs]
-    if sorted(feeds) != sorted(names):
-        raise InputError(f"Inputs {sorted(feeds)} do not match the model's inputs {names}.")
-    for spec in specs:
-        arr = feeds[spec.name]
-        if not isinstance(arr, np.ndarray):
-            raise InputError(f"Input '{spec.name}' is a {type(arr).__name__}; give a numpy array.")
-        check_array(spec, arr, allow_nonfinite=True)
 
 
 def guess_layout(shape: Sequence[Dim]) -> str | None:

@@ -33,6 +33,16 @@ class Letterbox:
         return out
 
 
+def _fit(width: int, height: int, size: tuple[int, int]) -> tuple[int, int, Letterbox]:
+    """(resized width, resized height, mapping) of an image fitted into size (height, width)."""
+    out_h, out_w = size
+    if (height, width) == (out_h, out_w):
+        return width, height, Letterbox(1.0, 0.0, 0.0, width, height)
+    scale = min(out_h / height, out_w / width)
+    new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+    return new_w, new_h, Letterbox(scale, float((out_w - new_w) // 2), float((out_h - new_h) // 2), width, height)
+
+
 def letterbox(image: np.ndarray, size: tuple[int, int] = (640, 640), color: int = 114) -> tuple[np.ndarray, Letterbox]:
     """Resize an HxWx3 uint8 image to fit `size` (height, width) keeping its aspect ratio, centred on a
     gray canvas, as Ultralytics does. Returns the canvas and the mapping back."""
@@ -40,17 +50,43 @@ def letterbox(image: np.ndarray, size: tuple[int, int] = (640, 640), color: int 
 
     if image.ndim != 3 or image.shape[2] != 3:
         raise InputError(f"letterbox expects an HxWx3 image, got shape {list(image.shape)}.")
-    h, w = image.shape[:2]
-    out_h, out_w = size
-    if (h, w) == (out_h, out_w):  # already the model's size: nothing to resize or pad
-        return image, Letterbox(1.0, 0.0, 0.0, w, h)
-    scale = min(out_h / h, out_w / w)
-    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+    new_w, new_h, lb = _fit(image.shape[1], image.shape[0], size)
+    if lb.scale == 1.0 and (new_h, new_w) == tuple(size):  # already the model's size: nothing to resize or pad
+        return image, lb
     resized = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))
-    canvas = np.full((out_h, out_w, 3), color, np.uint8)
-    pad_x, pad_y = (out_w - new_w) // 2, (out_h - new_h) // 2
-    canvas[pad_y:pad_y + new_h, pad_x:pad_x + new_w] = resized
-    return canvas, Letterbox(scale, float(pad_x), float(pad_y), w, h)
+    canvas = np.full((*size, 3), color, np.uint8)
+    x, y = int(lb.pad_x), int(lb.pad_y)
+    canvas[y:y + new_h, x:x + new_w] = resized
+    return canvas, lb
+
+
+def letterbox_tensor(image: Any, size: tuple[int, int] = (640, 640), layout: str = "NCHW",
+                     color: int = 114) -> tuple[np.ndarray, Letterbox]:
+    """letterbox() straight into the model's float32 [0, 1] input (NCHW or NHWC batch of one): the
+    image (a PIL RGB image or an HxWx3 uint8 array) is resized once and scaled into place, with no
+    canvas, no float copy and no transpose copy. The same numbers as letterbox() then / 255."""
+    from PIL import Image
+
+    pil = None if isinstance(image, np.ndarray) else image
+    width, height = pil.size if pil is not None else (image.shape[1], image.shape[0])
+    if pil is None and (image.ndim != 3 or image.shape[2] != 3):
+        raise InputError(f"letterbox expects an HxWx3 image, got shape {list(image.shape)}.")
+    new_w, new_h, lb = _fit(width, height, size)
+    if (new_w, new_h) != (width, height):
+        pil = (pil or Image.fromarray(image)).resize((new_w, new_h), Image.BILINEAR)
+    pixels = np.asarray(pil) if pil is not None else image
+    out_h, out_w = size
+    x, y = int(lb.pad_x), int(lb.pad_y)
+    if layout == "NCHW":
+        out = np.empty((1, 3, out_h, out_w), np.float32)
+        window, pixels = out[0, :, y:y + new_h, x:x + new_w], pixels.transpose(2, 0, 1)
+    else:
+        out = np.empty((1, out_h, out_w, 3), np.float32)
+        window = out[0, y:y + new_h, x:x + new_w]
+    if (new_h, new_w) != (out_h, out_w):
+        out.fill(color / 255.0)
+    np.multiply(pixels, np.float32(1 / 255.0), out=window)
+    return out, lb
 
 
 def _xywh_to_xyxy(b: np.ndarray) -> np.ndarray:

@@ -71,6 +71,29 @@ def _classify_each(bundle: Path, artifacts: list[str], evaluation: Path, tmp_pat
                                                                                  "postprocess"}
 
 
+@pytest.mark.integration
+def test_classify_app_pipelined_is_the_sequential_app(effnet_bundle, photos, tmp_path, capsys):
+    """Pipelining changes when the stages run, not what comes out: the same answers in input order, a
+    broken image in its place; --exact-decode gives the manifest's tensor, the default the reduced
+    decode's answers (top-1 the same on these photos)."""
+    files = [str(photos[1] / f"{i}.jpg") for i in range(50, 62)]
+    bad = tmp_path / "broken.jpg"
+    bad.write_text("not an image")
+    files.insert(5, str(bad))
+    out = {}
+    for mode, extra in (("pipelined", []), ("sequential", ["--sequential"]), ("exact", ["--exact-decode"])):
+        code = classify.main([*files, "--model", str(effnet_bundle), "--artifact", "onnx-fp32", "--json",
+                              "--log", str(tmp_path / f"{mode}.jsonl"), *extra])
+        assert code == 2
+        out[mode] = json.loads(capsys.readouterr().out)
+    assert out["pipelined"]["results"] == out["sequential"]["results"]
+    assert [r["input"] for r in out["pipelined"]["results"]] == files and "error" in out["pipelined"]["results"][5]
+    top1 = {m: [r["top"][0]["label"] for r in o["results"] if "top" in r] for m, o in out.items()}
+    assert sum(a == b for a, b in zip(top1["exact"], top1["pipelined"])) >= len(files) - 2
+    latency = out["pipelined"]["latency"]
+    assert latency["samples"] == len(files) and latency["per_second"] > 0 and "share_outside_infer" in latency
+
+
 def test_classify_app_needs_a_model(tmp_path, capsys):
     assert classify.main(["x.jpg", "--model", str(tmp_path / "none")]) == 1
     assert "make demo" in capsys.readouterr().err

@@ -72,10 +72,14 @@ def test_same_nchw_input_same_outputs_on_onnx_and_tflite(tfl_bundle, xs):
 
 
 def test_wrong_layout_is_refused(tfl_bundle):
+    """NCHW (the source's layout) or NHWC (the artifact's own, rt.native_inputs: no transpose) are the
+    same input; any other arrangement is an InputError."""
     with edgesdk.Runtime(tfl_bundle, artifact="tflite-fp32") as rt:
-        assert rt.backend == "tflite"
+        assert rt.backend == "tflite" and rt.native_inputs[0].shape == (1, 32, 32, 3)
+        x = np.random.default_rng(5).standard_normal((1, 3, 32, 32)).astype(np.float32)
+        np.testing.assert_allclose(rt.run(np.ascontiguousarray(x.transpose(0, 2, 3, 1))), rt.run(x), atol=1e-6)
         with pytest.raises(InputError, match=r"expects \[1, 3, 32, 32\]"):
-            rt.run(np.zeros((1, 32, 32, 3), np.float32))
+            rt.run(np.zeros((1, 32, 3, 32), np.float32))
         with pytest.raises(InputError, match="dtype"):
             rt.run(np.zeros((1, 3, 32, 32), np.float64))
 

@@ -187,8 +187,41 @@ def test_detect_app_on_every_artifact(shapes, tmp_path, capsys):
             hits += _matched(pred, gt)
             total += len(gt)
         assert hits >= 0.8 * total, (art, hits, total)
-        assert len(list(out_dir.glob("*.png"))) == len(images)  # boxes drawn
+        assert len(list(out_dir.glob("*.jpg"))) == len(images)  # boxes drawn, as JPEG by default
         assert set(report["latency"]["stages"]) == {"decode", "preprocess", "infer", "postprocess", "draw"}
+
+
+def test_detect_app_outputs_unchanged_by_pipelining_and_the_fast_letterbox(shapes, tmp_path, capsys):
+    """The pipelined app gives the sequential app's detections, in input order, and both give what the
+    plain letterbox -> float -> NCHW path gives; --out-format png still writes PNGs."""
+    from PIL import Image
+
+    from edgesdk.yolo import letterbox
+
+    bundle, data = shapes
+    images = sorted((data / "images").glob("*.png"))[:12]
+    runs = {}
+    for mode in ("pipelined", "sequential"):
+        out_dir = tmp_path / mode
+        argv = [*map(str, images), "--model", str(bundle), "--artifact", "onnx-fp32", "--json", "--out", str(out_dir),
+                "--log", str(tmp_path / f"{mode}.jsonl")] + (["--sequential", "--out-format", "png"]
+                                                              if mode == "sequential" else [])
+        assert detect_app.main(argv) == 0
+        runs[mode] = json.loads(capsys.readouterr().out)
+    assert runs["pipelined"]["results"] == runs["sequential"]["results"]
+    assert [r["input"] for r in runs["pipelined"]["results"]] == [str(p) for p in images]
+    assert sorted(p.name for p in (tmp_path / "sequential").iterdir()) == sorted(p.stem + ".png" for p in images)
+    assert Image.open(tmp_path / "pipelined" / f"{images[0].stem}.jpg").format == "JPEG"
+    log_lines = (tmp_path / "pipelined.jsonl").read_text().splitlines()
+    assert [json.loads(line)["input"] for line in log_lines] == [str(p) for p in images]
+    with edgesdk.Runtime(bundle, artifact="onnx-fp32") as rt:
+        detector = detect_app.Detector(rt)
+        for image_path, result in zip(images, runs["pipelined"]["results"]):
+            image = np.asarray(Image.open(image_path).convert("RGB"))
+            canvas, lb = letterbox(image, detector.size)
+            x = np.ascontiguousarray((canvas.astype(np.float32) / 255.0).transpose(2, 0, 1)[None])
+            det = detector.postprocess(rt.run_all(x), lb)
+            assert [d["box"] for d in result["detections"]] == [[round(float(v), 1) for v in b] for b in det["boxes"]]
 
 
 def test_a_bare_yolo_onnx_file_and_nms_inside_the_graph(shapes, tmp_path, capsys):

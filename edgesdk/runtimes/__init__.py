@@ -158,9 +158,14 @@ class AdaptedSession:
                                                                     aliases(session, "output"))]
 
     def _inner_feeds(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        arrays = [_narrowed(feeds[s.name], d) for s, d in zip(self.inputs, self._in_dtypes)]
-        return {name: (np.ascontiguousarray(a.transpose(p)) if p is not None else a)
-                for name, a, p in zip(self._in_names, arrays, self._in_perm)}
+        """The artifact's feeds: its names and dtypes, transposed into its layout unless already in it."""
+        inner = {}
+        for spec, name, dtype, perm in zip(self.inputs, self._in_names, self._in_dtypes, self._in_perm):
+            a = _narrowed(feeds[spec.name], dtype)
+            if perm is not None and spec.accepts_shape(a.shape):
+                a = np.ascontiguousarray(a.transpose(perm))
+            inner[name] = a
+        return inner
 
     def _outer_outputs(self, outs: list[np.ndarray]) -> list[np.ndarray]:
         ordered = [outs[i] for i in self._out_order]
@@ -180,6 +185,13 @@ class AdaptedSession:
                 return [self._outer_outputs(o) for o in outs], latencies
             return run_many
         return attr
+
+
+def native_specs(session: Session, inputs: list[TensorSpec]) -> list[TensorSpec]:
+    """The inputs in the layout the session's artifact computes in (its permutation of the source's)."""
+    if not isinstance(session, AdaptedSession):
+        return list(inputs)
+    return [s if p is None else s.permuted(p) for s, p in zip(inputs, session._in_perm)]  # noqa: SLF001
 
 
 def inner_session(session: Session) -> Session:

@@ -67,16 +67,17 @@ class OrtSession:
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         """Thread-safe: ONNX Runtime allows concurrent run() calls on one InferenceSession."""
-        from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
-
-        if self._session is None:
+        session = self._session
+        if session is None:
             raise InferenceError("This ONNX Runtime session is closed.")
         check_feeds(self.inputs, feeds)  # ORT reports a missing input as a bare ValueError
         try:
-            return self._session.run(self._output_names, feeds)
-        except InvalidArgument as exc:  # what ORT raises for feeds of the wrong name, type or shape
-            raise InputError(f"ONNX Runtime rejected the inputs: {first_line(exc)}") from None
-        except Exception as exc:  # noqa: BLE001 - anything else failed inside the runtime, not in the input
+            return session.run(self._output_names, feeds)
+        except Exception as exc:  # noqa: BLE001 - ORT's own types: InvalidArgument is the input's fault
+            from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
+
+            if isinstance(exc, InvalidArgument):  # feeds of the wrong name, type or shape
+                raise InputError(f"ONNX Runtime rejected the inputs: {first_line(exc)}") from None
             raise InferenceError(f"ONNX Runtime failed while running the model: {first_line(exc)}") from None
 
     def close(self) -> None:

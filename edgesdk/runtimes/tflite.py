@@ -91,13 +91,22 @@ def _quant(detail: dict[str, Any]) -> tuple[float, int] | None:
     return (float(scale), int(zero)) if np.dtype(detail["dtype"]) in (np.int8, np.uint8, np.int16) and scale else None
 
 
+class _Interpreter:
+    """One interpreter and the input shapes its tensors are allocated for (asked once, not per call)."""
+
+    def __init__(self, interpreter: Any):
+        self.it = interpreter
+        self.shapes = {d["index"]: tuple(int(v) for v in d["shape"]) for d in interpreter.get_input_details()}
+
+
 class TFLiteSession:
     """Interpreters with their tensors allocated, behind the Session protocol. An interpreter keeps
     its input and output tensors between set_tensor, invoke and get_tensor, so each call borrows one of
     its own from a pool (made on demand from the same file): threads never read each other's outputs."""
 
     def __init__(self, interpreter: Any, raw: bool = False, make: Any = None):
-        self._pool: WorkerPool[Any] | None = WorkerPool(make or (lambda: interpreter), interpreter)
+        self._pool: WorkerPool[_Interpreter] | None = WorkerPool(
+            lambda: _Interpreter(make() if make else interpreter), _Interpreter(interpreter))
         self.raw = raw
         signatures = interpreter.get_signature_list() if hasattr(interpreter, "get_signature_list") else {}
         if signatures:
@@ -113,6 +122,10 @@ class TFLiteSession:
         self.quantized_io = {n: q for n, d in self._in + self._out if (q := _quant(d))}
         self.inputs = [self._spec(n, d) for n, d in self._in]
         self.outputs = [self._spec(n, d) for n, d in self._out]
+        # Per input and output, worked out once: (name, tensor index, dtype, quantization or None, spec).
+        self._feeds = [(n, d["index"], np.dtype(d["dtype"]), None if raw else _quant(d), spec)
+                       for (n, d), spec in zip(self._in, self.inputs)]
+        self._reads = [(d["index"], None if raw else _quant(d)) for _, d in self._out]
 
     def _spec(self, name: str, detail: dict[str, Any]) -> TensorSpec:
         """Axes after the first that the model leaves dynamic (-1 in its signature: a sequence) are None;
@@ -126,47 +139,49 @@ class TFLiteSession:
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         """Thread-safe: the interpreter is this call's alone from set_tensor to the copied outputs."""
-        if self._pool is None:
+        pool = self._pool
+        if pool is None:
             raise InferenceError("This TFLite session is closed.")
-        with self._pool.borrow() as it:
-            return self._run(it, feeds)
-
-    def _run(self, it: Any, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        worker = pool.take()
         try:
-            for name, detail in self._in:
+            return self._run(worker, feeds)
+        finally:
+            pool.give(worker)
+
+    def _run(self, worker: _Interpreter, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        it = worker.it
+        for name, index, dtype, q, spec in self._feeds:
+            try:
                 x = feeds[name]
-                q = None if self.raw else _quant(detail)
-                if q is not None:
-                    info = np.iinfo(detail["dtype"])
-                    x = np.clip(np.round(x / q[0] + q[1]), info.min, info.max).astype(detail["dtype"])
-                self._fit(it, name, detail, x)
-                it.set_tensor(detail["index"], np.ascontiguousarray(x))
-        except KeyError as exc:
-            raise InputError(f"Missing input {exc}; the model takes {[n for n, _ in self._in]}.") from None
+            except KeyError:
+                raise InputError(f"Missing input '{name}'; the model takes {[n for n, _ in self._in]}.") from None
+            if q is not None:
+                info = np.iinfo(dtype)
+                x = np.clip(np.round(x / q[0] + q[1]), info.min, info.max).astype(dtype)
+            if x.dtype != dtype:
+                raise InputError(f"Input '{name}' has dtype {x.dtype}; the TFLite model expects {dtype.name}.")
+            if x.shape != worker.shapes[index]:
+                self._fit(worker, index, spec, x)
+            it.set_tensor(index, x if x.flags.c_contiguous else np.ascontiguousarray(x))
         try:
             it.invoke()
         except Exception as exc:  # noqa: BLE001 - inputs were checked: this is the interpreter failing
             raise InferenceError(f"TFLite failed while running the model: {first_line(exc)}") from None
         outs = []
-        for _name, detail in self._out:
-            y = it.get_tensor(detail["index"])
-            q = None if self.raw else _quant(detail)
-            outs.append((y.astype(np.float32) - q[1]) * q[0] if q is not None else y.copy())
+        for index, q in self._reads:
+            y = it.get_tensor(index)  # a copy: the interpreter's buffer is reused by the next call
+            outs.append((y.astype(np.float32) - q[1]) * q[0] if q is not None else y)
         return outs
 
-    def _fit(self, it: Any, name: str, detail: dict[str, Any], x: np.ndarray) -> None:
-        """Check x against the input; resize this interpreter to x's length along the model's dynamic axes."""
-        spec = next(s for s in self.inputs if s.name == name)
+    @staticmethod
+    def _fit(worker: _Interpreter, index: int, spec: TensorSpec, x: np.ndarray) -> None:
+        """Check x's shape; resize this interpreter to x's length along the model's dynamic axes."""
         if not spec.accepts_shape(x.shape):
-            raise InputError(f"Input '{name}' has shape {list(x.shape)}; the TFLite model expects "
+            raise InputError(f"Input '{spec.name}' has shape {list(x.shape)}; the TFLite model expects "
                              f"{[d if d is not None else 'any' for d in spec.shape]} (its batch is fixed).")
-        if np.dtype(x.dtype) != np.dtype(detail["dtype"]):
-            raise InputError(f"Input '{name}' has dtype {x.dtype}; the TFLite model expects "
-                             f"{np.dtype(detail['dtype']).name}.")
-        current = next(d for d in it.get_input_details() if d["index"] == detail["index"])["shape"]
-        if tuple(current) != tuple(x.shape):
-            it.resize_tensor_input(detail["index"], list(x.shape), strict=True)
-            it.allocate_tensors()
+        worker.it.resize_tensor_input(index, list(x.shape), strict=True)
+        worker.it.allocate_tensors()
+        worker.shapes[index] = tuple(x.shape)
 
     def close(self) -> None:
         if self._pool is not None:
