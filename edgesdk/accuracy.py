@@ -160,20 +160,18 @@ def classification_accuracy(run: Run, data: LabelledSet, pre: Preprocess, names:
 def detection_accuracy(run: Run, data: LabelledSet, spec: TensorSpec, num_classes: int | None) -> dict[str, Any]:
     """COCO-style mAP50 and mAP50-95 of a YOLO detector (letterbox in, decode + NMS out)."""
     from .images import load_image
-    from .yolo import letterbox, postprocess
+    from .yolo import letterbox_tensor, postprocess
 
     shape = spec.concrete_shape()
     nhwc = spec.layout == "NHWC" or shape[-1] == 3
     size = (shape[1], shape[2]) if nhwc else (shape[2], shape[3])
     truths, preds = [], []
     for rel, boxes in data.items:
-        image = np.asarray(load_image(data.root / rel, "RGB"))
-        canvas, lb = letterbox(image, size)
-        x = canvas.astype(np.float32)[None] / 255.0
-        x = x if nhwc else np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+        image = load_image(data.root / rel, "RGB")
+        x, lb = letterbox_tensor(image, size, "NHWC" if nhwc else "NCHW")
         preds.append(postprocess(run(x)[0], lb, num_classes=num_classes, conf_threshold=0.001, iou_threshold=0.6,
                                  max_detections=MAX_DETECTIONS))
-        truths.append(yolo_to_xyxy(boxes, image.shape[1], image.shape[0]))
+        truths.append(yolo_to_xyxy(boxes, *image.size))
     return {"metric": "map50_95", **mean_average_precision(truths, preds), "samples": len(truths)}
 
 

@@ -73,7 +73,7 @@ class _Failure:
 
 
 def run_stream(items: Iterable[tuple[str, Any]], steps: Sequence[Sequence[Stage]], latency: LatencyLog | None = None,
-               pipelined: bool = True, depth: int = 2) -> Iterator[Frame]:
+               pipelined: bool = True, depth: int = 1) -> Iterator[Frame]:
     """Frames of (name, source) items through groups of stages, in input order, each logged to latency.
 
     pipelined=True runs each group but the last in a thread of its own (the last runs in the caller's

@@ -40,6 +40,7 @@ class Session(Protocol):
 
     # Optional, found with getattr:
     #   execution_precision: str  -- what the backend really computes in, where it can tell (OpenVINO).
+    #   run_unchecked(feeds) -- run() without checking feeds against the specs, for a caller that did.
     #   run_many(feeds_list) -> (outputs per batch, latency per batch in s) -- an asynchronous path.
 
 
@@ -173,6 +174,11 @@ class AdaptedSession:
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         return self._outer_outputs(self._session.run(self._inner_feeds(feeds)))
+
+    def run_unchecked(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """run() for feeds the caller has checked against the specs (the Runtime does)."""
+        inner = getattr(self._session, "run_unchecked", self._session.run)
+        return self._outer_outputs(inner(self._inner_feeds(feeds)))
 
     def close(self) -> None:
         self._session.close()

@@ -67,10 +67,13 @@ class OrtSession:
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         """Thread-safe: ONNX Runtime allows concurrent run() calls on one InferenceSession."""
+        check_feeds(self.inputs, feeds)  # ORT reports a missing input as a bare ValueError
+        return self.run_unchecked(feeds)
+
+    def run_unchecked(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         session = self._session
         if session is None:
             raise InferenceError("This ONNX Runtime session is closed.")
-        check_feeds(self.inputs, feeds)  # ORT reports a missing input as a bare ValueError
         try:
             return session.run(self._output_names, feeds)
         except Exception as exc:  # noqa: BLE001 - ORT's own types: InvalidArgument is the input's fault

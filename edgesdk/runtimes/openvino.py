@@ -65,6 +65,9 @@ class OpenVINOSession:
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         """Thread-safe: the request is this call's alone from infer() until its outputs are copied."""
         check_feeds(self.inputs, feeds)
+        return self.run_unchecked(feeds)
+
+    def run_unchecked(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         if self._compiled is None:
             raise InferenceError("This OpenVINO session is closed.")
         pool = self._requests
