@@ -9,7 +9,7 @@ Then Runtime.run against the plain backend call per backend (ONNX Runtime, OpenV
 tiny CNN, silero-vad and EfficientNet-Lite0, and what the reduced JPEG decode changes in the
 classifier's answers (top-1 agreement with the exact decode on the 100 photos).
 
-    python benchmarks/compare_apps.py [--rounds 5] [--json build/compare_apps.json]
+    python benchmarks/compare_apps.py [--rounds 5] [--json build/compare_apps.json] [--classify-artifacts onnx-int8]
 """
 
 from __future__ import annotations
@@ -135,10 +135,11 @@ def compare(name: str, variants: dict[str, Callable[[edgesdk.LatencyLog], None]]
     return out
 
 
-def classify_case(bundle: Path, rounds: int) -> dict[str, Any]:
+def classify_case(bundle: Path, rounds: int, artifact: str | None = None) -> dict[str, Any]:
     paths = list_images(Path("build/photos/eval"))
     threads = stream_threads()
-    with edgesdk.Runtime(bundle) as rt_all, edgesdk.Runtime(bundle, threads=threads) as rt_pipe:
+    with edgesdk.Runtime(bundle, artifact=artifact) as rt_all, \
+            edgesdk.Runtime(bundle, threads=threads, artifact=artifact) as rt_pipe:
         x_all = preprocess_image(paths[0], rt_all.preprocess)
         items = [(str(p), p) for p in paths]
         variants = {
@@ -147,7 +148,7 @@ def classify_case(bundle: Path, rounds: int) -> dict[str, Any]:
             "after_pipelined": lambda log: classify_app.classify(rt_pipe, items, 5, log, pipelined=True),
         }
         own = {"all_cores": lambda: own_rate(rt_all, x_all), "pipelined_threads": lambda: own_rate(rt_pipe, x_all)}
-        result = compare("classify", variants, own, rounds)
+        result = compare(f"classify {rt_all.artifact.id}", variants, own, rounds)
         result |= {"artifact": rt_all.artifact.id, "backend": rt_all.backend, "inputs": f"{len(paths)} JPEG photos 512x512",
                    "threads_pipelined": threads}
     return result
@@ -301,6 +302,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--json", dest="json_path")
     ap.add_argument("--skip-overhead", action="store_true")
+    ap.add_argument("--classify-artifacts", default="",
+                    help="comma-separated artifacts to run the classifier's comparison on as well, e.g. onnx-int8,tflite-int8")
     args = ap.parse_args()
 
     from common import ensure_effnet_bundle
@@ -320,6 +323,8 @@ def main() -> int:
         "detect_png_out": detect_case(shapes, png, "PNG", args.rounds, draw=True),
         "detect_jpeg_out": detect_case(shapes, jpg, "JPEG", args.rounds, draw=True),
     }}
+    for artifact in filter(None, args.classify_artifacts.split(",")):
+        report["apps"][f"classify_{artifact}"] = classify_case(effnet, args.rounds, artifact)
     report["reduced_decode_parity"] = reduced_decode_parity(effnet)
     if not args.skip_overhead:
         report["runtime_overhead"] = overhead(effnet, vad, args.rounds)

@@ -10,9 +10,10 @@ out in input order whatever the timing, each with its stage timings and end-to-e
         print(frame.name, frame.error or frame.result)
 
 A stage is a function of the Frame: it reads what earlier stages left on it and adds its own
-(frame.image = ..., frame.x = ...). An InputError in a stage marks that frame (frame.error) and skips
-its later stages; the stream goes on. Any other exception stops the stream and is raised to the
-caller, with the other threads stopped."""
+(frame.image = ..., frame.x = ...). An InputError in the first group (reading and preparing the item:
+an unreadable file) marks that frame (frame.error) and skips its later stages; the stream goes on. Any
+other exception, or an InputError later (a model whose output the post-processing cannot read fails
+every frame alike), stops the stream and is raised to the caller, with the other threads stopped."""
 
 from __future__ import annotations
 
@@ -45,8 +46,9 @@ class Frame:
         """End to end: from the start of its first stage to the end of its last, queues included."""
         return (self.finished - self.started) * 1e3
 
-    def run(self, stages: Sequence[Stage]) -> None:
-        """Run stages on this frame, timing each; an InputError marks the frame and skips the rest."""
+    def run(self, stages: Sequence[Stage], item_errors: bool = False) -> None:
+        """Run stages on this frame, timing each, unless it is already marked bad. item_errors: an
+        InputError is this item's fault (marks the frame, skips the rest) rather than the stream's."""
         for name, step in stages:
             if self.error is not None:
                 break
@@ -56,6 +58,8 @@ class Frame:
             try:
                 step(self)
             except InputError as exc:
+                if not item_errors:
+                    raise
                 self.error = str(exc)
             finally:
                 self.finished = time.perf_counter()
@@ -81,9 +85,10 @@ def run_stream(items: Iterable[tuple[str, Any]], steps: Sequence[Sequence[Stage]
     pipelined=False runs every stage of one frame before the next frame starts (the reference)."""
     frames = (Frame(i, name, source) for i, (name, source) in enumerate(items))
     if not pipelined or len(steps) < 2:
-        all_stages = [stage for group in steps for stage in group]
+        later = [stage for group in steps[1:] for stage in group]
         for frame in frames:
-            frame.run(all_stages)
+            frame.run(steps[0], item_errors=True)
+            frame.run(later)
             _log(latency, frame)
             yield frame
         return
@@ -104,9 +109,9 @@ class _Pipeline:
         self.stop = threading.Event()
         self.queues: list[queue.Queue[Any]] = [queue.Queue(maxsize=max(1, depth)) for _ in steps[:-1]]
         sources: list[Any] = [frames, *self.queues[:-1]]
-        self.threads = [threading.Thread(target=self._work, args=(src, group, out), daemon=True,
+        self.threads = [threading.Thread(target=self._work, args=(src, group, out, i == 0), daemon=True,
                                          name=f"edgesdk-stream-{group[0][0]}")
-                        for src, group, out in zip(sources, steps[:-1], self.queues)]
+                        for i, (src, group, out) in enumerate(zip(sources, steps[:-1], self.queues))]
 
     def run(self, latency: LatencyLog | None) -> Iterator[Frame]:
         for t in self.threads:
@@ -126,13 +131,13 @@ class _Pipeline:
             for t in self.threads:
                 t.join(timeout=10)
 
-    def _work(self, source: Any, stages: Sequence[Stage], out: queue.Queue[Any]) -> None:
+    def _work(self, source: Any, stages: Sequence[Stage], out: queue.Queue[Any], first: bool) -> None:
         try:
             for frame in self._items(source):
                 if isinstance(frame, _Failure):
                     self._put(out, frame)
                     return
-                frame.run(stages)
+                frame.run(stages, item_errors=first)
                 if not self._put(out, frame):
                     return
         except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread, which raises it

@@ -153,7 +153,7 @@ def test_inputs_in_the_artifacts_own_layout(every_format):
 # -- streams ------------------------------------------------------------------------------------------
 
 def _steps(log: list[tuple[str, int, float, float]], fail_at: int | None = None, bad: set[int] = frozenset(),
-           delay: float = 0.0):
+           delay: float = 0.0, error: type[Exception] = RuntimeError):
     rng = np.random.default_rng(0)
     jitter = rng.uniform(0, delay, 1000)
 
@@ -172,7 +172,7 @@ def _steps(log: list[tuple[str, int, float, float]], fail_at: int | None = None,
 
     def infer(f):
         if f.index == fail_at:
-            raise RuntimeError("the backend broke")
+            raise error("the backend broke")
         f.value += 1
 
     def post(f):
@@ -208,11 +208,16 @@ def test_pipelined_and_sequential_streams_agree_and_the_stages_overlap():
     assert overlapping, "no decode ever ran beside an inference"
 
 
-def test_a_failing_stage_stops_the_stream_and_its_threads():
+@pytest.mark.parametrize("pipelined", [True, False])
+@pytest.mark.parametrize("error", [RuntimeError, edgesdk.InputError])
+def test_a_failing_stage_stops_the_stream_and_its_threads(error, pipelined):
+    """Past the first group, even an InputError is the stream's (a model whose output post-processing
+    cannot read fails every frame), not one item's: the stream stops and raises it."""
     before = threading.active_count()
     got = []
-    with pytest.raises(RuntimeError, match="the backend broke"):
-        for frame in run_stream([(str(i), i) for i in range(30)], _steps([], fail_at=5)):
+    with pytest.raises(error, match="the backend broke"):
+        for frame in run_stream([(str(i), i) for i in range(30)], _steps([], fail_at=5, error=error),
+                                pipelined=pipelined):
             got.append(frame.index)
     assert got == [0, 1, 2, 3, 4]
     _threads_settle(before)
