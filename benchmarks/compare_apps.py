@@ -9,7 +9,7 @@ Then Runtime.run against the plain backend call per backend (ONNX Runtime, OpenV
 tiny CNN, silero-vad and EfficientNet-Lite0, and what the reduced JPEG decode changes in the
 classifier's answers (top-1 agreement with the exact decode on the 100 photos).
 
-    python benchmarks/compare_apps.py [--rounds 5] [--json build/compare_apps.json] [--classify-artifacts onnx-int8]
+    python benchmarks/compare_apps.py [--rounds 5] [--json build/compare_apps.json] [--classify-artifacts onnx-int8@onnxruntime] [--skip-detect]
 """
 
 from __future__ import annotations
@@ -135,11 +135,11 @@ def compare(name: str, variants: dict[str, Callable[[edgesdk.LatencyLog], None]]
     return out
 
 
-def classify_case(bundle: Path, rounds: int, artifact: str | None = None) -> dict[str, Any]:
+def classify_case(bundle: Path, rounds: int, artifact: str | None = None, backend: str = "auto") -> dict[str, Any]:
     paths = list_images(Path("build/photos/eval"))
     threads = stream_threads()
-    with edgesdk.Runtime(bundle, artifact=artifact) as rt_all, \
-            edgesdk.Runtime(bundle, threads=threads, artifact=artifact) as rt_pipe:
+    with edgesdk.Runtime(bundle, artifact=artifact, backend=backend) as rt_all, \
+            edgesdk.Runtime(bundle, threads=threads, artifact=artifact, backend=backend) as rt_pipe:
         x_all = preprocess_image(paths[0], rt_all.preprocess)
         items = [(str(p), p) for p in paths]
         variants = {
@@ -303,7 +303,9 @@ def main() -> int:
     ap.add_argument("--json", dest="json_path")
     ap.add_argument("--skip-overhead", action="store_true")
     ap.add_argument("--classify-artifacts", default="",
-                    help="comma-separated artifacts to run the classifier's comparison on as well, e.g. onnx-int8,tflite-int8")
+                    help="comma-separated ARTIFACT[@BACKEND] to run the classifier's comparison on as well, e.g. "
+                         "onnx-int8@onnxruntime,tflite-int8")
+    ap.add_argument("--skip-detect", action="store_true")
     args = ap.parse_args()
 
     from common import ensure_effnet_bundle
@@ -317,14 +319,15 @@ def main() -> int:
         build_vad_bundle(vad)
     png, jpg = ensure_inputs(shapes)
     report: dict[str, Any] = {"machine": f"{os.cpu_count()} cores", "apps": {
-        "classify": classify_case(effnet, args.rounds),
-        "detect_png": detect_case(shapes, png, "PNG", args.rounds, draw=False),
-        "detect_jpeg": detect_case(shapes, jpg, "JPEG", args.rounds, draw=False),
-        "detect_png_out": detect_case(shapes, png, "PNG", args.rounds, draw=True),
-        "detect_jpeg_out": detect_case(shapes, jpg, "JPEG", args.rounds, draw=True),
-    }}
-    for artifact in filter(None, args.classify_artifacts.split(",")):
-        report["apps"][f"classify_{artifact}"] = classify_case(effnet, args.rounds, artifact)
+        "classify": classify_case(effnet, args.rounds)}}
+    if not args.skip_detect:
+        for label, images in (("png", png), ("jpeg", jpg)):
+            for draw in (False, True):
+                report["apps"][f"detect_{label}{'_out' if draw else ''}"] = detect_case(
+                    shapes, images, label.upper(), args.rounds, draw)
+    for item in filter(None, args.classify_artifacts.split(",")):
+        artifact, _, backend = item.partition("@")
+        report["apps"][f"classify_{item}"] = classify_case(effnet, args.rounds, artifact, backend or "auto")
     report["reduced_decode_parity"] = reduced_decode_parity(effnet)
     if not args.skip_overhead:
         report["runtime_overhead"] = overhead(effnet, vad, args.rounds)

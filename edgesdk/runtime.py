@@ -254,11 +254,14 @@ class Runtime:
             spec, native = self._checks[0]
             check_array(spec, inputs, self.allow_nonfinite, native)
             return {spec.name: inputs}
-        if type(inputs) is dict and len(inputs) == len(self._checks) and \
-                all(type(inputs.get(spec.name)) is np.ndarray for spec, _ in self._checks):
+        if type(inputs) is dict and len(inputs) == len(self._checks):
             for spec, native in self._checks:
-                check_array(spec, inputs[spec.name], self.allow_nonfinite, native)
-            return inputs
+                arr = inputs.get(spec.name)
+                if type(arr) is not np.ndarray:
+                    break  # a missing name or a non-array: the general path below says what is wrong
+                check_array(spec, arr, self.allow_nonfinite, native)
+            else:
+                return inputs
         arrays = self._arrays(inputs)
         feeds = {}
         for (spec, native), arr in zip(self._checks, arrays):
