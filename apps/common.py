@@ -63,7 +63,7 @@ def open_runtime(args: argparse.Namespace, stream: bool = False) -> edgesdk.Runt
 
 def stream_threads() -> int | None:
     """Inference threads for a pipelined stream: all cores but one (None, the backend's choice, on one core)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = os.cpu_count() or 1  # what the backends take by default
     return cores - 1 if cores > 1 else None
 
 
