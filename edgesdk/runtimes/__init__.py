@@ -148,6 +148,7 @@ class AdaptedSession:
 
     def __init__(self, session: Session, inputs: list[TensorSpec], outputs: list[TensorSpec], io: ArtifactIO):
         self._session = session
+        self._inner_run = getattr(session, "run_unchecked", session.run)
         self.inputs, self.outputs = inputs, outputs
         self._in_perm = list(io.inputs or [None] * len(inputs))
         self._out_inverse = [None if p is None else list(np.argsort(p)) for p in io.outputs or [None] * len(outputs)]
@@ -177,8 +178,7 @@ class AdaptedSession:
 
     def run_unchecked(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         """run() for feeds the caller has checked against the specs (the Runtime does)."""
-        inner = getattr(self._session, "run_unchecked", self._session.run)
-        return self._outer_outputs(inner(self._inner_feeds(feeds)))
+        return self._outer_outputs(self._inner_run(self._inner_feeds(feeds)))
 
     def close(self) -> None:
         self._session.close()

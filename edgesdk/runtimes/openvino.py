@@ -84,14 +84,14 @@ class OpenVINOSession:
     def _set_inputs(self, request: Any, feeds: dict[str, np.ndarray]) -> None:
         """Copy each input into the request's own tensor when the shape is the same (no Python-side
         dispatch: half of infer(feeds)'s cost on a tiny model); a new shape gets a tensor of its own."""
-        import openvino as ov
-
         for i, spec in enumerate(self.inputs):
             x = feeds[spec.name]
             data = request.get_input_tensor(i).data  # a view of the request's buffer
             if data.shape == x.shape:
                 data[...] = x
             else:  # a copy, never the caller's array: the request keeps its tensor after this call
+                import openvino as ov
+
                 request.set_input_tensor(i, ov.Tensor(np.array(x, order="C")))
 
     def run_many(self, feeds_list: list[dict[str, np.ndarray]]) -> tuple[list[list[np.ndarray]], list[float]]:
