@@ -18,7 +18,7 @@ from typing import Any
 
 from .errors import ConversionError, ModelLoadError, first_line, missing_extra
 from .migrations import SCHEMA_VERSION, migrate
-from .records import ArtifactIO, Parity, Quantization
+from .records import ArtifactIO, Failure, Parity, Quantization
 from .specs import Preprocess, TensorSpec
 
 log = logging.getLogger(__name__)
@@ -80,6 +80,7 @@ class Bundle:
     labels: list[str] | None = None
     task: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)  # source, calibration, created, versions
+    failed: list[Failure] = field(default_factory=list)  # (target, precision) pairs asked for and not made
 
     def artifact(self, key: str) -> Artifact:
         """An artifact by id ("onnx-int8") or file name ("model.int8.onnx")."""
@@ -105,13 +106,15 @@ class Bundle:
             "preprocess": self.preprocess.to_dict() if self.preprocess else None,
             "labels": self.labels,
             "artifacts": [a.to_dict() for a in self.artifacts],
+            **({"failed": [f.to_dict() for f in self.failed]} if self.failed else {}),
         }
 
     def write_manifest(self) -> None:
         write_atomic(self.path / MANIFEST, json.dumps(self.to_manifest(), indent=2))
 
     def __repr__(self) -> str:
-        return f"Bundle({str(self.path)!r}, artifacts={[a.id for a in self.artifacts]})"
+        failed = f", failed={[f.id for f in self.failed]}" if self.failed else ""
+        return f"Bundle({str(self.path)!r}, artifacts={[a.id for a in self.artifacts]}{failed})"
 
 
 #: A manifest is a few kB; anything this large is not one (and would cost memory to parse).
@@ -198,7 +201,8 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
     for art in data["artifacts"]:
         for name in [art["file"], *(art.get("companions") or {})]:
             inside(root, name)
-    known = {"schema_version", "edgesdk_version", "task", "inputs", "outputs", "preprocess", "labels", "artifacts"}
+    known = {"schema_version", "edgesdk_version", "task", "inputs", "outputs", "preprocess", "labels", "artifacts",
+             "failed"}
     return Bundle(
         path=root,
         inputs=[TensorSpec.from_dict(d) for d in data["inputs"]],
@@ -208,6 +212,7 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
         labels=data.get("labels"),
         task=data.get("task"),
         meta={k: v for k, v in data.items() if k not in known},
+        failed=[Failure.from_dict(f) for f in data.get("failed") or []],
     )
 
 

@@ -115,15 +115,19 @@ def cli(ctx: click.Context, debug: bool, verbose: bool) -> None:
 @click.option("--trust-source", is_flag=True, help="Convert a SavedModel even if its serving function reads or "
               "writes files or calls Python. A SavedModel is a program and converting it runs it: trust its origin.")
 @click.option("--force", is_flag=True, help="Replace an existing output folder.")
+@click.option("--strict", is_flag=True, help="All or nothing: if any (target, precision) fails, write no bundle. "
+              "Without it the bundle keeps what passed, lists what failed, and the command exits 1.")
 def convert(source: str | None, out: str, targets: str | None, precision: str | None, device: str | None,
             calib: str | None, validate: str | None,
             input_shape: str | None, factory: str | None, weights: str | None, labels: str | None,
             mean: str | None, std: str | None, resize: int | None, bgr: bool, dynamic_batch: bool,
             dynamic_axes: Sequence[str], tokenizer: str | None, opset: int | None, tolerance: float, task: str | None, trust_source: bool, force: bool,
-            **format_option_values: Any) -> None:
+            strict: bool, **format_option_values: Any) -> None:
     """Convert SOURCE (.onnx, TorchScript .pt, torch.export .pt2, Keras .keras/.h5, a SavedModel folder)
     or --factory to a bundle. A SavedModel is a program, not data: converting it runs its serving
-    function, so one that touches files or calls Python is refused without --trust-source."""
+    function, so one that touches files or calls Python is refused without --trust-source. A (target,
+    precision) that fails is listed in the table and the manifest, the others are kept, and the command
+    exits 1; --strict writes nothing instead."""
     from .bundle import check_output_dir
     from .convert import convert as do_convert
     from .parity import Tolerance
@@ -147,9 +151,13 @@ def convert(source: str | None, out: str, targets: str | None, precision: str | 
             preprocess=preprocess, labels=labels, task=task, force=force, dynamic_batch=dynamic_batch,
             tolerance=Tolerance(fp32_max_abs=tolerance), tokenizer=tokenizer,
             options={"opset": opset, **_format_options(format_option_values)},
-            progress=lambda msg: status.update(msg),
+            progress=lambda msg: status.update(msg), strict=strict,
         )
     results_console.print(_bundle_table(bundle))
+    if bundle.failed:
+        console.print(f"[bold red]{len(bundle.failed)} of {len(bundle.failed) + len(bundle.artifacts)} asked for "
+                      f"failed[/]; the bundle holds the others (--strict: all or nothing).", highlight=False)
+        sys.exit(1)
 
 
 def _preprocess_flags(model: Any, mean: str | None, std: str | None, resize: int | None, bgr: bool) -> Any:
@@ -186,6 +194,8 @@ def _bundle_table(bundle: Any) -> Table:
         table.add_row(a.id, a.file, f"{a.size_bytes / 1e6:.2f} MB", f"{p.max_abs or 0.0:.2e}",
                       _agreement(p), f"{1.0 if p.cosine is None else p.cosine:.5f}",
                       ", ".join(f"{b} {ms:.2f}" for b, ms in a.latency_ms.items()) or "-")
+    for f in bundle.failed:
+        table.add_row(f"[red]{f.id}[/]", "[red]FAILED[/]", "-", f"[red]{f.stage}: {f.reason}[/]", "-", "-", "-")
     return table
 
 

@@ -6,8 +6,9 @@ import datetime as _dt
 import logging
 import os
 import platform
+import shutil
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,15 +17,16 @@ import numpy as np
 from .bundle import Artifact, Bundle, check_output_dir, load_bundle, sha256_of, staged_dir
 from .calibration import CalibrationSet
 from .converters import DEFAULT_TARGET, ConversionJob, declared_options, get_converter
-from .errors import ConversionError, UsageError, first_line
+from .errors import BackendUnavailable, CalibrationError, ConversionError, EdgeSDKError, UsageError, first_line
 from .hardware import read_profile
+from .isolated import BackendCrashed, BackendFailed, BackendProcesses
 from .options import validate as validate_options
 from .parity import TASKS, Tolerance, compare, is_class_scores, not_measured
-from .records import Parity
-from .runtimes import Backend, adapt, backends, inner_session, io_problems
+from .records import Failure, Parity
+from .runtimes import Backend, backends
 from .sources import SourceModel, from_module, load_source
 from .specs import Preprocess
-from .timing import interleaved_rounds
+from .timing import interleaved_blocks
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +85,8 @@ def _parity_feeds(source: SourceModel, validation: CalibrationSet | None,
 
 @dataclass
 class ParityCheck:
-    """What every artifact of one conversion is checked against."""
+    """What every artifact of one conversion is checked against. Artifacts run in the backends' child
+    processes (edgesdk.isolated): a backend that crashes on one fails that artifact, not the caller."""
 
     source: SourceModel
     feeds: list[dict[str, np.ndarray]]
@@ -91,6 +94,8 @@ class ParityCheck:
     data: str  # where the feeds came from, for the manifest
     task: str | None
     num_classes: int | None
+    children: BackendProcesses | None = None  # set by convert() for the conversion's length
+    crashed: set[str] = field(default_factory=set)  # ids of artifacts whose backend crashed or hung on them
 
     def runners(self, art: Artifact, path: Path) -> tuple[list[Backend], bool]:
         """(installed backends that run the artifact, whether they only check the file it builds from)."""
@@ -102,30 +107,34 @@ class ParityCheck:
         return runners, False
 
     def measure(self, art: Artifact, path: Path, runner: Backend) -> Parity:
-        """The artifact's parity on one backend; a failure to load or run it is a problem, not a crash."""
+        """The artifact's parity on one backend, in that backend's child process; a failure to load or run
+        it, a crash or a hang is a problem recorded, never an exception here."""
+        assert self.children is not None, "convert() sets the child processes"
+        child = self.children[runner]
         try:
-            inner = runner.open(path, precision=art.precision)
-        except Exception as exc:  # noqa: BLE001 - a fresh artifact that does not load is the artifact's fault
-            return Parity(measured=True, problems=[f"does not load on {runner.name}: {first_line(exc)}"])
-        try:
-            problems = io_problems(inner, self.source.inputs, self.source.outputs, art.io)
-            if problems:
-                return Parity(measured=True, problems=problems)
-            session = adapt(inner, self.source.inputs, self.source.outputs, art.io)
-            fits = [i for i, f in enumerate(self.feeds) if _fits(inner.inputs, self.source.inputs, f)]
-            feeds, reference, data = [self.feeds[i] for i in fits], [self.reference[i] for i in fits], ""
-            if not fits:  # a fixed-shape artifact (MNN, NCNN, a fixed TFLite) and data of other lengths
-                feeds = [self.source.example_feeds(), *(self.source.stand_in_feeds(seed) for seed in (1, 2))]
-                reference = [self.source.run(f) for f in feeds]
-                data = "example input and 2 stand-ins at the artifact's fixed shape (no parity sample has it)"
-            outputs = [session.run(f) for f in feeds]
-            result = compare(reference, outputs, [s.name for s in self.source.outputs], self.task, self.num_classes)
-            result.data = data or None
-            return result
-        except Exception as exc:  # noqa: BLE001 - likewise for one that fails to run
-            return Parity(measured=True, problems=[f"fails on {runner.name}: {first_line(exc)}"])
-        finally:
-            inner.close()
+            opened = child.open(art.file, path, art.precision, self.source.inputs, self.source.outputs, art.io)
+            if opened.get("problems"):
+                return Parity(measured=True, problems=opened["problems"])
+            feeds, reference, data = self._fitting(child.inner_inputs[art.file])
+            outputs = child.run(art.file, feeds)
+        except BackendCrashed as exc:
+            self.crashed.add(art.id)
+            return Parity(measured=True, problems=[str(exc)])
+        except BackendFailed as exc:
+            return Parity(measured=True, problems=[str(exc)])
+        result = compare(reference, outputs, [s.name for s in self.source.outputs], self.task, self.num_classes)
+        result.data = data or None
+        return result
+
+    def _fitting(self, inner_inputs: list[Any]) -> tuple[list[dict[str, np.ndarray]], list[list[np.ndarray]], str]:
+        """(feeds, reference outputs, where they came from if not the parity data) an artifact can take."""
+        fits = [i for i, f in enumerate(self.feeds) if _fits(inner_inputs, self.source.inputs, f)]
+        if fits:
+            return [self.feeds[i] for i in fits], [self.reference[i] for i in fits], ""
+        # a fixed-shape artifact (MNN, NCNN, a fixed TFLite) and data of other lengths
+        feeds = [self.source.example_feeds(), *(self.source.stand_in_feeds(seed) for seed in (1, 2))]
+        return (feeds, [self.source.run(f) for f in feeds],
+                "example input and 2 stand-ins at the artifact's fixed shape (no parity sample has it)")
 
     def check(self, art: Artifact, path: Path, step: Callable[[str], None]) -> list[Backend]:
         """Fill in art.parity; return the backends whose speed is worth timing (not a proxy's)."""
@@ -156,26 +165,61 @@ def _fits(inner: list[Any], source: list[Any], feeds: dict[str, np.ndarray]) -> 
     return True
 
 
-def time_interleaved(stage: Path, pairs: list[tuple[Artifact, Backend]], source: SourceModel,
-                     feed: dict[str, np.ndarray], rounds: int = TIMING_ROUNDS, runs: int = LATENCY_RUNS) -> None:
+def time_interleaved(children: BackendProcesses, stage: Path, pairs: list[tuple[Artifact, Backend]],
+                     source: SourceModel, feed: dict[str, np.ndarray], rounds: int = TIMING_ROUNDS,
+                     runs: int = LATENCY_RUNS) -> None:
     """Time every (artifact, backend) pair in interleaved rounds into artifact.latency_ms, so the latencies
     the Runtime ranks by were taken side by side rather than minutes apart on a machine whose speed drifts.
-    The recorded figure is the median over rounds of each round's median."""
-    sessions = [(art, backend, adapt(backend.open(stage / art.file, precision=art.precision), source.inputs,
-                                     source.outputs, art.io)) for art, backend in pairs]
-    inner = [inner_session(session) for _, _, session in sessions]
-    if not all(_fits(i.inputs, source.inputs, feed) for i in inner):  # a fixed-shape artifact: its shape for all
-        feed = source.example_feeds()
+    Each pair runs in its backend's child process, which times its own runs. The recorded figure is the
+    median over rounds of each round's median. A pair that fails is left untimed; one whose backend
+    crashes or hangs is a problem of its artifact (never picked automatically)."""
+    opened = [(art, backend) for art, backend in pairs if _open_for_timing(children, stage, art, backend, source)]
+    if not opened:
+        return
+    if not all(_fits(children[b].inner_inputs[a.file], source.inputs, feed) for a, b in opened):
+        feed = source.example_feeds()  # a fixed-shape artifact: its shape for all
+
+    def block(art: Artifact, backend: Backend, count: int, warmup: int) -> float | None:
+        try:
+            return float(np.median(children[backend].time_block(art.file, feed, count, warmup))) * 1e3
+        except (BackendCrashed, BackendFailed) as exc:
+            _timing_failed(art, backend, exc)
+            return None
+
+    first = {i: block(a, b, 1, 0) for i, (a, b) in enumerate(opened)}
+    timed = [i for i, ms in first.items() if ms is not None]
+    runs = _affordable_runs(max((first[i] for i in timed), default=0.0) / 1e3, runs)
+    blocks = {i: (lambda i=i: block(*opened[i], runs, 2 if runs >= LATENCY_RUNS else 1)) for i in timed}
+    for i, per_round in interleaved_blocks(blocks, rounds).items():
+        art, backend = opened[i]
+        if per_round and not art.parity.problems:
+            art.latency_ms[backend.name] = float(np.median(per_round))
+
+
+def _open_for_timing(children: BackendProcesses, stage: Path, art: Artifact, backend: Backend,
+                     source: SourceModel) -> bool:
+    """Whether the pair's session is open in its child (parity opened it on its own backend)."""
+    child = children[backend]
+    if child.is_open(art.file):
+        return True
     try:
-        runners = {i: (lambda s=session: s.run(feed)) for i, (_, _, session) in enumerate(sessions)}
-        runs = _affordable_runs(runners, runs)
-        per_round = interleaved_rounds(runners, rounds, runs, warmup=2 if runs >= LATENCY_RUNS else 1)
-    finally:
-        for _, _, session in sessions:
-            session.close()
-    for i, (art, backend, _) in enumerate(sessions):
-        if per_round[i]:
-            art.latency_ms[backend.name] = float(np.median(per_round[i]))
+        opened = child.open(art.file, stage / art.file, art.precision, source.inputs, source.outputs, art.io)
+    except (BackendCrashed, BackendFailed) as exc:
+        _timing_failed(art, backend, exc)
+        return False
+    if opened.get("problems"):
+        log.warning("%s is not timed on %s: %s", art.id, backend.name, "; ".join(opened["problems"]))
+        return False
+    return True
+
+
+def _timing_failed(art: Artifact, backend: Backend, exc: Exception) -> None:
+    """A crash while timing is the artifact's problem (a Runtime must not pick it); a failure leaves the pair untimed."""
+    if isinstance(exc, BackendCrashed):
+        art.parity.problems.append(str(exc))
+        log.warning("%s: %s; it will not be picked automatically.", art.id, exc)
+    else:
+        log.warning("%s is not timed on %s: %s", art.id, backend.name, exc)
 
 
 #: What timing at conversion may cost per (artifact, backend) pair, in seconds: a 30-s speech encoder at 0.4 s
@@ -183,16 +227,9 @@ def time_interleaved(stage: Path, pairs: list[tuple[Artifact, Backend]], source:
 TIMING_BUDGET_S = 4.0
 
 
-def _affordable_runs(runners: dict[Any, Callable[[], Any]], runs: int) -> int:
-    """runs, or fewer (at least 3) when the slowest runner's single run makes rounds x runs exceed the budget."""
-    import time
-
-    slowest = 0.0
-    for run in runners.values():
-        started = time.perf_counter()
-        run()
-        slowest = max(slowest, time.perf_counter() - started)
-    return max(3, min(runs, int(TIMING_BUDGET_S / TIMING_ROUNDS / max(slowest, 1e-6))))
+def _affordable_runs(slowest_s: float, runs: int) -> int:
+    """runs, or fewer (at least 3) when the slowest pair's single run makes rounds x runs exceed the budget."""
+    return max(3, min(runs, int(TIMING_BUDGET_S / TIMING_ROUNDS / max(slowest_s, 1e-6))))
 
 
 def _hash(art: Artifact, stage: Path) -> None:
@@ -242,14 +279,18 @@ def convert(
     progress: Callable[[str], None] | None = None,
     trust_source: bool = False,
     tokenizer: str | os.PathLike | None = None,
+    strict: bool = False,
 ) -> Bundle:
     """Convert a model to every (target, precision) asked for and write a bundle folder at `out`.
 
     model is a torch nn.Module (with example_input), a Keras model, a model file path, or a SourceModel.
     precisions go to every target that has them, or are given per target ({"onnx": ["fp32"], ...}). calib is the
     INT8 calibration data (image folder, .npy/.npz, array or iterable); validation, in the same forms,
-    is the held-out data parity is measured on. Every artifact is run against the source; an FP32
-    artifact off by more than tolerance.fp32_max_abs raises ConversionError and writes nothing.
+    is the held-out data parity is measured on. Every artifact is run against the source (in a child process
+    per backend, so a backend that crashes fails only that artifact). A (target, precision) that fails to
+    export, convert or match (an FP32 artifact off by more than tolerance.fp32_max_abs) is left out and
+    recorded in bundle.failed with its stage and reason, and the bundle keeps the others; strict=True
+    raises ConversionError instead and writes nothing, as does a conversion where nothing passed.
     task ("classification", "detection", "other") decides how reduced precisions are judged.
     dynamic_axes names axes beyond the batch that stay dynamic, e.g. {"input_ids": {1: "sequence"}} or
     ["input_ids:1=sequence", "attention_mask:1=sequence"]; parity is then measured at two lengths.
@@ -267,18 +308,52 @@ def convert(
     source = _as_source(model, example_input, dynamic_batch, trust_source, dynamic_axes)
     prepared = _prepare(source, calib, validation, preprocess, labels, task, step)
     job_options = {**options, "task": prepared.checker.task, "dynamic_batch": dynamic_batch}
-    with staged_dir(out_path, force) as stage:
-        artifacts, timed = _convert_all(plan, prepared, stage, job_options, tolerance, step)
+    with staged_dir(out_path, force) as stage, BackendProcesses() as children:
+        prepared.checker.children = children
+        artifacts, timed, failed = _convert_all(plan, prepared, stage, job_options, tolerance, step)
+        _keep_or_raise(artifacts, failed, strict)
+        _remove_unshipped(stage, artifacts)
         step("Timing every artifact on every backend, interleaved")
-        time_interleaved(stage, timed, source, prepared.checker.feeds[0])
+        time_interleaved(children, stage, timed, source, prepared.checker.feeds[0])
         bundle = _bundle(stage, prepared, artifacts)
+        bundle.failed = failed
         tokenizer = tokenizer or (getattr(getattr(source, "module", None), "edgesdk_metadata", None) or {}).get("tokenizer")
         if tokenizer is not None:
             from .text import bundle_tokenizer
 
             bundle.meta["tokenizer"] = bundle_tokenizer(stage, tokenizer, source.inputs)
         bundle.write_manifest()
+    for failure in failed:
+        log.warning("%s. The bundle keeps the artifacts that passed; strict=True (--strict) fails the whole "
+                    "conversion instead.", failure.describe())
     return load_bundle(out_path)
+
+
+def _keep_or_raise(artifacts: list[Artifact], failed: list[Failure], strict: bool) -> None:
+    """A partial result is a bundle unless strict; no artifact at all is always an error (nothing is written)."""
+    if not failed:
+        return
+    listing = "; ".join(f.describe() for f in failed)
+    if not artifacts:
+        raise ConversionError(f"No artifact was made: {listing}. Nothing was written.")
+    if strict:
+        raise ConversionError(f"{len(failed)} of {len(failed) + len(artifacts)} artifacts failed (strict): {listing}. "
+                              "Nothing was written; without strict the bundle keeps the others.")
+
+
+def _remove_unshipped(stage: Path, artifacts: list[Artifact]) -> None:
+    """Delete every file in the staging folder that no kept artifact names: a failed artifact's files and
+    what a failed conversion left behind, so the bundle holds exactly what its manifest lists."""
+    keep = {Path(name) for a in artifacts for name in (a.file, *a.companions)}
+    keep_dirs = {p for name in keep for p in name.parents}
+    for path in sorted(stage.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        rel = path.relative_to(stage)
+        if rel in keep or rel in keep_dirs:
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 @dataclass
@@ -336,24 +411,71 @@ def _prepare(source: SourceModel, calib: Any, validation: Any, preprocess: Prepr
 
 
 def _convert_all(plan: list[tuple[Any, list[str]]], prepared: Prepared, stage: Path, options: dict[str, Any],
-                 tolerance: Tolerance, step: Callable[[str], None]) -> tuple[list[Artifact], list[tuple[Artifact, Backend]]]:
-    """Every artifact written into stage, hashed and checked; the (artifact, backend) pairs to time."""
+                 tolerance: Tolerance, step: Callable[[str], None]
+                 ) -> tuple[list[Artifact], list[tuple[Artifact, Backend]], list[Failure]]:
+    """Every artifact written into stage, hashed and checked: (those that passed, the (artifact, backend)
+    pairs to time, the (target, precision) pairs that failed). Failed artifacts stay in the staging folder
+    until every target is made (later targets may build from them) and are removed before it is published."""
     machine = read_profile().machine_id
+    made: list[Artifact] = []  # every artifact written, passed or not: what later converters may build from
     artifacts: list[Artifact] = []
     timed: list[tuple[Artifact, Backend]] = []
+    failed: list[Failure] = []
     for conv, wanted in plan:
         if not wanted:
             continue
         step(f"Converting to {conv.name} ({', '.join(wanted)})")
         _warn_fixed_shapes(conv.name, options, prepared.source)
-        job = ConversionJob(prepared.source, wanted, stage, prepared.calibration, options, artifacts)
-        for art in conv.convert(job):
+        arts, failures = _convert_target(conv, wanted, prepared, stage, options, made)
+        failed += failures
+        for art in arts:
+            made.append(art)
             _hash(art, stage)
-            timed += [(art, b) for b in prepared.checker.check(art, stage / art.file, step)]
+            runners = prepared.checker.check(art, stage / art.file, step)
             art.measured_on = machine
-            _judge(art, tolerance)
+            failure = _judge(art, tolerance, art.id in prepared.checker.crashed)
+            if failure is not None:
+                failed.append(failure)
+                continue
+            timed += [(art, b) for b in runners]
             artifacts.append(art)
-    return artifacts, timed
+    return artifacts, timed, failed
+
+
+def _convert_target(conv: Any, wanted: list[str], prepared: Prepared, stage: Path, options: dict[str, Any],
+                    made: list[Artifact]) -> tuple[list[Artifact], list[Failure]]:
+    """One target's artifacts. When its conversion fails with several precisions asked for, each is tried
+    alone, so one precision's failure (INT8 calibration, say) does not take the others with it."""
+    try:
+        return list(conv.convert(ConversionJob(prepared.source, wanted, stage, prepared.calibration, options, made))), []
+    except (CalibrationError, UsageError, BackendUnavailable):
+        raise  # what the caller gave is wrong (data, options, a missing extra): every target would say the same
+    except Exception as exc:  # noqa: BLE001 - recorded against this target, the others go on
+        if len(wanted) == 1 or getattr(exc, "stage", None) == "export":  # the export fails every precision alike
+            return [], [_failure(conv.name, p, exc) for p in wanted]
+        log.info("%s failed (%s); trying each precision alone.", conv.name, first_line(exc))
+    arts: list[Artifact] = []
+    failures: list[Failure] = []
+    for precision in wanted:
+        got, failed = _convert_target(conv, [precision], prepared, stage, options, made)
+        arts += got
+        failures += failed
+    return arts, failures
+
+
+#: What to try, per stage at which a (target, precision) failed.
+_HINTS = {
+    "export": "check that the model runs on its example input; --outputs keeps only the outputs you need",
+    "convert": "try another target or precision, or see the log above for the converter's own message",
+    "parity": "its outputs differ from the source's; the other targets' artifacts were checked separately",
+    "crash": "the backend crashed or hung running it; the artifact was not shipped",
+}
+
+
+def _failure(target: str, precision: str, exc: BaseException) -> Failure:
+    stage = getattr(exc, "stage", "convert") if isinstance(exc, ConversionError) else "convert"
+    reason = first_line(exc) if isinstance(exc, EdgeSDKError) else f"{type(exc).__name__}: {first_line(exc)}"
+    return Failure(target, precision, stage, reason, _HINTS.get(stage))
 
 
 def _warn_fixed_shapes(fmt: str, options: dict[str, Any], source: SourceModel) -> None:
@@ -373,14 +495,20 @@ def _warn_fixed_shapes(fmt: str, options: dict[str, Any], source: SourceModel) -
                     ", ".join(sorted({f for b in backends() if b.dynamic_batch for f in b.formats})))
 
 
-def _judge(art: Artifact, tolerance: Tolerance) -> None:
-    """An FP32 artifact outside tolerance fails the conversion; another is kept, never auto-picked."""
+def _judge(art: Artifact, tolerance: Tolerance, crashed: bool = False) -> Failure | None:
+    """The artifact's failure, or None when it ships: an FP32 artifact outside tolerance, and any artifact
+    its backend crashed or hung on, fail; another reduced-precision artifact outside tolerance is kept,
+    never auto-picked."""
     ok, why = tolerance.accepts(art.precision, art.parity)
+    if crashed:
+        return Failure(art.format, art.precision, "crash", "; ".join(art.parity.problems), _HINTS["crash"])
     if art.precision == "fp32" and not ok:
-        raise ConversionError(f"The {art.format} FP32 artifact does not match the source: {why} "
-                              f"(on {art.parity.samples} samples). Nothing was written.")
+        return Failure(art.format, art.precision, "parity",
+                       f"the FP32 artifact does not match the source: {why} (on {art.parity.samples} samples)",
+                       _HINTS["parity"])
     if not ok:
         log.warning("%s: %s; Runtime(precision='auto') will not pick it.", art.id, why)
+    return None
 
 
 def _bundle(stage: Path, prepared: Prepared, artifacts: list[Artifact]) -> Bundle:

@@ -15,6 +15,15 @@ class ModelLoadError(EdgeSDKError):
 class ConversionError(EdgeSDKError):
     """A conversion failed, or its artifact did not match the source model closely enough."""
 
+    #: Where it failed, as recorded in a bundle's `failed` list (records.FAILURE_STAGES).
+    stage = "convert"
+
+
+class ExportError(ConversionError):
+    """The source model did not export to ONNX, the file most targets build from."""
+
+    stage = "export"
+
 
 class BackendUnavailable(EdgeSDKError):
     """A backend or converter needs a library (a pip extra) that is not installed."""

@@ -17,7 +17,7 @@ from .errors import ModelLoadError
 log = logging.getLogger(__name__)
 
 #: The manifest schema version this edgesdk writes and reads.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 #: The typed keys of a version-2 quantization record; version 1 kept every key at the top.
 _QUANTIZATION_KEYS = {"method", "weights", "activations", "calibration", "calibration_samples",
@@ -54,8 +54,14 @@ def _v2_to_v3(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+def _v3_to_v4(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 4 lists the failed (target, precision) pairs. A version-3 bundle was all or nothing: none failed."""
+    data["schema_version"] = 4
+    return data
+
+
 #: MIGRATIONS[v] takes a version-v manifest to version v + 1.
-MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2, 2: _v2_to_v3}
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
 
 
 def migrate(data: Any, where: str) -> Any:

@@ -45,8 +45,22 @@ def onnx_for(job: ConversionJob, tmp: Path) -> Path:
     if made is not None:
         return job.stage / made.file
     path = tmp / "model.onnx"
-    job.source.export_onnx(path, int(job.options.get("opset") or DEFAULT_OPSET), bool(job.options.get("dynamic_batch")))
+    export_source(job, path)
     return path
+
+
+def export_source(job: ConversionJob, path: Path) -> dict[str, str]:
+    """The source exported to ONNX at path (the versions of what exported it); a failure is an ExportError,
+    recorded against every target built from it."""
+    from .errors import ExportError
+
+    try:
+        return job.source.export_onnx(path, int(job.options.get("opset") or DEFAULT_OPSET),
+                                      bool(job.options.get("dynamic_batch")))
+    except ConversionError as exc:
+        raise ExportError(str(exc)) from exc.__cause__
+    except Exception as exc:  # noqa: BLE001 - an exporter's own exception, with its first line as the cause
+        raise ExportError(f"The ONNX export failed: {type(exc).__name__}: {first_line(exc)}") from exc
 
 
 def fixed_shapes(onnx_path: Path, source: SourceModel, out: Path, fmt: str) -> Path:

@@ -105,6 +105,29 @@ def not_measured(reason: str) -> Parity:
     return Parity(measured=False, reason=reason)
 
 
+#: Where in a conversion a (target, precision) failed: its export from the source, its own conversion,
+#: its check against the source, or a crash (or hang) of the backend that ran it.
+FAILURE_STAGES = ("export", "convert", "parity", "crash")
+
+
+@dataclass
+class Failure(_Record):
+    """A (target, precision) asked for that is not in the bundle, and why."""
+
+    target: str
+    precision: str
+    stage: str
+    reason: str
+    hint: str | None = None
+
+    @property
+    def id(self) -> str:
+        return f"{self.target}-{self.precision}"
+
+    def describe(self) -> str:
+        return f"{self.id} failed at {self.stage}: {self.reason}" + (f" ({self.hint})" if self.hint else "")
+
+
 @dataclass
 class Quantization(_Record):
     """How a reduced-precision artifact was made. The common facts are typed; what only one converter

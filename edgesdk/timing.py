@@ -35,12 +35,24 @@ def interleaved_rounds(runners: dict[K, Callable[[], Any]], rounds: int, runs: i
                        on_round: Callable[[int, dict[K, list[float]]], None] | None = None) -> dict[K, list[float]]:
     """Median ms of each runner per round. Rounds rotate the order so no runner always goes first: a
     machine whose speed drifts (up to 1.6x between rounds here) is compared within a round, not across."""
-    names = list(runners)
+    blocks = {k: (lambda fn=fn: float(np.median(time_runs(fn, runs, warmup))) * 1e3) for k, fn in runners.items()}
+    return interleaved_blocks(blocks, rounds, on_round)
+
+
+def interleaved_blocks(blocks: dict[K, Callable[[], float | None]], rounds: int,
+                       on_round: Callable[[int, dict[K, list[float]]], None] | None = None) -> dict[K, list[float]]:
+    """interleaved_rounds for callables that time a whole block themselves (in a child process, say) and
+    return its median ms, or None when the block could not be timed (that key is then left out)."""
+    names = list(blocks)
     per_round: dict[K, list[float]] = {k: [] for k in names}
     for r in range(rounds):
         shift = r % len(names) if names else 0
         for name in names[shift:] + names[:shift]:
-            per_round[name].append(float(np.median(time_runs(runners[name], runs, warmup))) * 1e3)
+            ms = blocks[name]()
+            if ms is None:
+                names.remove(name)
+                continue
+            per_round[name].append(ms)
         if on_round is not None:
             on_round(r, per_round)
     return per_round

@@ -15,7 +15,7 @@ from tests.models import TinyMLP, Unexportable, tiny_cnn, tiny_mlp
 
 def test_manifest_describes_every_artifact(tiny_bundle):
     m = json.loads((tiny_bundle / "edgesdk.json").read_text())
-    assert m["schema_version"] == 3
+    assert m["schema_version"] == 4
     assert m["inputs"] == [{"name": "input", "shape": [1, 3, 32, 32], "dtype": "float32", "layout": "NCHW"}]
     assert m["outputs"][0]["shape"] == [1, 10]
     assert m["preprocess"]["size"] == [32, 32] and m["labels"][3] == "class3"

@@ -18,6 +18,7 @@ from ..onnx_tools import (  # noqa: F401 - DEFAULT_OPSET re-exported
     DEFAULT_OPSET,
     activation_matmuls,
     describe_error,
+    export_source,
     graph_kind,
     int8_recipe,
     output_tail,
@@ -184,8 +185,7 @@ class OnnxConverter(Converter):
         versions = {"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
         fp32 = job.stage / "model.onnx"
         source = job.source
-        opset = int(job.options.get("opset") or DEFAULT_OPSET)
-        versions.update(source.export_onnx(fp32, opset, bool(job.options.get("dynamic_batch"))))
+        versions.update(export_source(job, fp32))
         try:
             import onnxslim
 
