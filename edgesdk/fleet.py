@@ -113,27 +113,80 @@ def connect(address: str | None = None, workers: int | None = None) -> Iterator[
         return
     if workers is not None and workers < 1:
         raise UsageError(f"workers must be at least 1, not {workers}.")
-    if address:
-        if workers is not None:
-            raise UsageError("workers sizes an embedded Ray; a cluster's size is its nodes' resources.")
-        _init(ray, address=address)
-    else:
-        from .hardware import read_profile
+    if address and workers is not None:
+        raise UsageError("workers sizes an embedded Ray; a cluster's size is its nodes' resources.")
+    # Embedded, or a cluster on this machine's loopback: nothing listens beyond 127.0.0.1. Only an address
+    # the user gives on the network takes Ray there.
+    with loopback_only() if not address or is_loopback(address) else contextlib.nullcontext():
+        if address:
+            _init(ray, address=address)
+        else:
+            from .hardware import read_profile
 
-        workers = workers or default_workers()
-        resources = {CONVERTER: float(workers), CLASS_PREFIX + device_class(read_profile()): 1.0}
-        _init(ray, num_cpus=workers, resources=resources, include_dashboard=False)
+            workers = workers or default_workers()
+            resources = {CONVERTER: float(workers), CLASS_PREFIX + device_class(read_profile()): 1.0}
+            # address="local": a Ray of its own, even when another cluster runs on this machine (a bare
+            # ray.init() would join that one).
+            _init(ray, address="local", num_cpus=workers, resources=resources, include_dashboard=False)
+        try:
+            yield Cluster(address, embedded=not address, workers=workers)
+        finally:
+            ray.shutdown()
+
+
+#: Ray's switch for its single-machine mode (the default on macOS and Windows): with it off, every service
+#: Ray starts listens on 127.0.0.1, and a node address of 127.0.0.1 is not swapped for the network one.
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def is_loopback(address: str) -> bool:
+    """Whether an address ('127.0.0.1:6379', 'localhost:6379', '[::1]:6379', a bare IP such as
+    '::ffff:127.0.0.1') is this machine's loopback."""
+    import ipaddress
+
+    host = address.split("://", 1)[-1]
+    if host.startswith("["):
+        host = host[1:].split("]", 1)[0]
+    elif host.count(":") == 1:
+        host = host.rsplit(":", 1)[0]
+    if host.lower() == "localhost":
+        return True
     try:
-        yield Cluster(address, embedded=not address, workers=workers)
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return (mapped or ip).is_loopback
+
+
+@contextlib.contextmanager
+def loopback_only() -> Iterator[None]:
+    """Ray on 127.0.0.1 only, for what starts (or connects) inside: on Linux Ray maps a node address of
+    127.0.0.1 back to the machine's network address, so its services listened on eth0. Ray reads its switch
+    from the environment when imported (the processes it starts inherit the variable) and keeps it as a
+    constant in this process, which is set too; both are restored on exit."""
+    ray_module()
+    from ray._private import ray_constants
+
+    old_env, old_flag = os.environ.get(LOOPBACK_ENV), getattr(ray_constants, "ENABLE_RAY_CLUSTER", None)
+    os.environ[LOOPBACK_ENV] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
     finally:
-        ray.shutdown()
+        if old_env is None:
+            os.environ.pop(LOOPBACK_ENV, None)
+        else:
+            os.environ[LOOPBACK_ENV] = old_env
+        if old_flag is not None:
+            ray_constants.ENABLE_RAY_CLUSTER = old_flag
 
 
 def _init(ray: Any, **kwargs: Any) -> None:
     try:
         ray.init(logging_level=logging.WARNING, log_to_driver=False, configure_logging=False, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        where = kwargs.get("address") or "an embedded Ray"
+        where = kwargs["address"] if kwargs.get("address") not in (None, "local") else "an embedded Ray"
         raise UsageError(f"Could not start or join Ray ({where}): {first_line(exc)}. For a cluster, give the head's "
                          "address as HOST:6379 (ray start --head prints it).") from None
 

@@ -308,7 +308,7 @@ class _Child:
         return {"ok": True}
 
 
-def main(argv: list[str]) -> int:
+def _child_main(argv: list[str]) -> int:
     fd, module, name = argv
     replies = os.fdopen(int(fd), "w")
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
@@ -338,4 +338,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(_child_main(sys.argv[1:]))

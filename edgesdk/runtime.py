@@ -16,7 +16,17 @@ from .bundle import Artifact, Bundle, load_bundle, verify_artifact
 from .errors import EdgeSDKError, InputError, ModelLoadError, UsageError, first_line
 from .hardware import HardwareProfile, read_profile
 from .parity import Tolerance
-from .runtimes import Backend, Ranking, Session, adapt, check_threads, format_of_file, native_specs, rank
+from .runtimes import (
+    Backend,
+    Ranking,
+    Session,
+    adapt,
+    check_threads,
+    fixed_axes,
+    format_of_file,
+    native_specs,
+    rank,
+)
 from .specs import TensorSpec, check_array
 
 log = logging.getLogger(__name__)
@@ -71,6 +81,8 @@ class Runtime:
         #: model): run() takes arrays in either layout, and one already in this layout is not transposed.
         self.native_inputs: list[TensorSpec] = native_specs(self._session, self.inputs)
         self._checks = list(zip(self.inputs, (n if n != s else None for s, n in zip(self.inputs, self.native_inputs))))
+        #: Inputs whose named (dynamic) axes the loaded artifact fixes: {source axis: size} (TFLite, MNN, NCNN).
+        self._fixed = [(s, axes) for s, axes in zip(self.inputs, fixed_axes(self._session, self.inputs)) if axes]
         self._tokenizer: Any = None
 
     def _load_model(self, path: Any) -> None:
@@ -84,9 +96,9 @@ class Runtime:
         elif self.path.is_file():
             self.bundle = _single_file_bundle(self.path)
             self.verified = False
-            log.warning("%s is a bare model file: edgesdk cannot check its bytes (no manifest with a sha256) nor "
-                        "its accuracy. Convert it into a bundle with `edgesdk convert` to have both verified.",
-                        self.path)
+            _warn_once_per_file(self.path, "%s is a bare model file: edgesdk cannot check its bytes (no manifest "
+                                "with a sha256) nor its accuracy. Convert it into a bundle with `edgesdk convert` to "
+                                "have both verified.", self.path)
         else:
             raise ModelLoadError(f"No model at {self.path}: give a bundle folder or a model file.")
 
@@ -253,7 +265,10 @@ class Runtime:
         if type(inputs) is np.ndarray and len(self._checks) == 1:
             spec, native = self._checks[0]
             check_array(spec, inputs, self.allow_nonfinite, native)
-            return {spec.name: inputs}
+            feeds = {spec.name: inputs}
+            if self._fixed:
+                self._check_fixed(feeds)
+            return feeds
         if type(inputs) is dict and len(inputs) == len(self._checks):
             for spec, native in self._checks:
                 arr = inputs.get(spec.name)
@@ -261,6 +276,8 @@ class Runtime:
                     break  # a missing name or a non-array: the general path below says what is wrong
                 check_array(spec, arr, self.allow_nonfinite, native)
             else:
+                if self._fixed:
+                    self._check_fixed(inputs)
                 return inputs
         arrays = self._arrays(inputs)
         feeds = {}
@@ -272,7 +289,22 @@ class Runtime:
                     raise InputError(f"Input '{spec.name}' is not an array ({first_line(exc)}).") from None
             check_array(spec, arr, self.allow_nonfinite, native)
             feeds[spec.name] = arr
+        if self._fixed:
+            self._check_fixed(feeds)
         return feeds
+
+    def _check_fixed(self, feeds: dict[str, np.ndarray]) -> None:
+        """InputError naming the axis, for an input whose size along an axis the artifact fixed differs."""
+        for spec, axes in self._fixed:
+            arr = feeds[spec.name]
+            wrong = [i for i, size in axes.items() if spec.accepts_shape(arr.shape) and arr.shape[i] != size]
+            if wrong:
+                takes = [axes.get(i, d) for i, d in enumerate(spec.shape)]
+                named = " and ".join(f"axis {i} ({spec.shape[i]})" for i in wrong)
+                raise InputError(
+                    f"Input '{spec.name}' has shape {list(arr.shape)}; this {self.artifact.format} artifact takes "
+                    f"{takes}: its {named} {'is' if len(wrong) == 1 else 'are'} fixed. Pad or split the input to "
+                    "that size, or use an artifact that keeps the axis dynamic (ONNX, OpenVINO).")
 
     def _arrays(self, inputs: Inputs) -> list[Any]:
         """The inputs as a list in the model's input order, from any form run() takes."""
@@ -330,6 +362,17 @@ def release_freed_memory() -> None:
 
 
 _malloc_trim: Any = None
+
+#: Bare files already announced as unverifiable in this process (an app opens the same wake word model often).
+_announced_bare: set[str] = set()
+
+
+def _warn_once_per_file(path: Path, message: str, *args: Any) -> None:
+    """log.warning the first time for a file in this process, log.info after."""
+    key = str(path.resolve())
+    level = logging.INFO if key in _announced_bare else logging.WARNING
+    _announced_bare.add(key)
+    log.log(level, message, *args)
 
 
 def _single_file_bundle(path: Path) -> Bundle:

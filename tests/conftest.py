@@ -87,7 +87,10 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory, image_folder: Path, ti
 
 @pytest.fixture(scope="session")
 def every_format(tmp_path_factory: pytest.TempPathFactory, image_folder: Path, tiny_preprocess) -> Path:
-    """The tiny CNN in every format, FP32 and INT8 (TensorRT: FP16 and the symmetric QDQ INT8)."""
+    """The tiny CNN in every format, FP32 and INT8 (TensorRT: FP16 and the symmetric QDQ INT8). Judged as
+    task "other" (every output's cosine): the random CNN's logits are near-ties (top-1/top-2 margins
+    0.001-0.02), so its top-1 agreement is noise (77-98% between runs at cosine 0.9999) and the ranking
+    tests would depend on which INT8 artifacts it happened to keep."""
     import torch
 
     import edgesdk
@@ -100,7 +103,7 @@ def every_format(tmp_path_factory: pytest.TempPathFactory, image_folder: Path, t
                                 "tensorrt": ["fp16", "int8"], "mnn": ["fp32", "int8"], "ncnn": ["fp32", "fp16"],
                                 "executorch": ["fp32", "int8"]},
                     calib=image_folder, preprocess=tiny_preprocess, labels=[f"class{i}" for i in range(10)], out=out,
-                    options={"int8_float_nodes": []})
+                    options={"int8_float_nodes": []}, task="other", strict=True)
     return out
 
 

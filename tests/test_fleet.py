@@ -19,8 +19,9 @@ import ray
 from ray.cluster_utils import Cluster
 
 from edgesdk.errors import UsageError
-from edgesdk.fleet import CONVERTER, BenchSettings, fleet_bench
+from edgesdk.fleet import CONVERTER, BenchSettings, fleet_bench, is_loopback, loopback_only
 from edgesdk.sweep import load_spec, sweep
+from tests.loopback import assert_loopback_only
 
 TARGETS = ["onnx", "openvino", "tflite"]
 PRECISIONS = ["fp32", "int8"]
@@ -41,7 +42,8 @@ def time_bound():
 
 
 def start_cluster(workers: dict[str, dict]) -> Cluster:
-    """A head (one conversion slot, no device class) and one node per entry: {class: {converter, env}}."""
+    """A head (one conversion slot, no device class) and one node per entry: {class: {converter, env}},
+    every service on 127.0.0.1 (call inside loopback_only(), which must stay open while it runs)."""
     cluster = Cluster(initialize_head=True, connect=False,
                       head_node_args={"num_cpus": 1, "include_dashboard": False, "resources": {CONVERTER: 1}})
     for cls, opts in workers.items():
@@ -53,9 +55,16 @@ def start_cluster(workers: dict[str, dict]) -> Cluster:
 
 @pytest.fixture(scope="module")
 def cluster():
-    c = start_cluster({"lab-x86": {"converter": True}, "lab-ort": {"env": {"EDGESDK_BACKENDS": "onnxruntime"}}})
-    yield c
-    c.shutdown()
+    with loopback_only():
+        c = start_cluster({"lab-x86": {"converter": True}, "lab-ort": {"env": {"EDGESDK_BACKENDS": "onnxruntime"}}})
+        yield c
+        c.shutdown()
+
+
+def test_test_clusters_listen_on_loopback_only(cluster):
+    """Every socket of the head, its nodes and their workers is on 127.0.0.1, and none talks elsewhere."""
+    assert is_loopback(cluster.address)
+    assert_loopback_only()
 
 
 def _broken_onnx(path: Path) -> Path:
@@ -297,7 +306,8 @@ def test_spec_errors(tmp_path: Path, sweep_inputs):
 
 def test_fleet_bench_needs_a_device_class(time_bound, swept):
     """A cluster whose nodes name no device class is a clear error, not a hang."""
-    c = Cluster(initialize_head=True, connect=False, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    with loopback_only():
+        c = Cluster(initialize_head=True, connect=False, head_node_args={"num_cpus": 1, "include_dashboard": False})
     try:
         with pytest.raises(UsageError, match="names a device class"):
             fleet_bench(swept["models"]["tiny"]["bundle"], BenchSettings(runs=2, warmup=0), address=c.address)
@@ -359,9 +369,11 @@ def test_device_class_that_leaves_is_recorded(time_bound, tiny_bundle: Path):
     """A benchmark waiting for a device class whose only node dies is cancelled and recorded, not waited
     for; the other classes' results still come back."""
     nodes: dict[str, dict] = {"lab-a": {}, "lab-z": {}}
-    c = start_cluster(nodes)
+    with loopback_only():
+        c = start_cluster(nodes)
     try:
-        ray.init(address=c.address, log_to_driver=False)
+        with loopback_only():
+            ray.init(address=c.address, log_to_driver=False)
 
         @ray.remote(resources={"edgesdk/lab-z": 1}, max_retries=0)
         def hold() -> None:  # keeps lab-z busy, so its benchmark waits in the queue

@@ -13,6 +13,7 @@ from edgesdk.hardware import read_profile
 from edgesdk.runtimes import get_backend
 from tests.conftest import smooth_batch
 from tests.models import tiny_cnn
+from tests.stats import TINY_MIN_COSINE, cosine
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +65,7 @@ def test_same_outputs_from_both_backends(ov_bundle, x):
             assert rt.backend == backend
             np.testing.assert_allclose(rt.run(x), ref, atol=1e-4)
     with edgesdk.Runtime(ov_bundle, artifact="openvino-int8") as rt:
-        assert rt.run(x).argmax() == ref.argmax()
+        assert cosine(rt.run(x), ref) >= TINY_MIN_COSINE  # not argmax: a near-tie (tests/stats.py)
 
 
 def test_auto_picks_the_fastest_measured_pair(ov_bundle):

@@ -9,6 +9,7 @@ import edgesdk
 from edgesdk.errors import EdgeSDKError, InputError, ModelLoadError
 from tests.conftest import smooth_batch
 from tests.models import tiny_cnn
+from tests.stats import TINY_MIN_COSINE, cosine
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +48,7 @@ def test_every_precision_gives_the_same_outputs(tiny_bundle, x, reference, preci
         assert rt.artifact.precision == precision
         out = rt.run(x)
     np.testing.assert_allclose(out, reference, atol=atol)
-    assert out.argmax() == reference.argmax()
+    assert cosine(out, reference) >= TINY_MIN_COSINE  # not argmax: a near-tie on the tiny CNN (tests/stats.py)
 
 
 def test_array_list_and_dict_inputs_agree(tiny_bundle, x):
@@ -134,7 +135,7 @@ def test_corrupt_preferred_artifact_falls_back_and_says_so(tiny_bundle, tmp_path
     assert rt.artifact.id != first.id
     assert any(first.id in s and "sha256" in s for s in rt.skipped)
     assert "could not load" in caplog.text.lower()
-    assert rt.run(x).argmax() == reference.argmax()
+    assert cosine(rt.run(x), reference) >= TINY_MIN_COSINE
 
 
 def test_every_artifact_corrupt_is_one_clear_error(tiny_bundle, tmp_path):

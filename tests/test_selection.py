@@ -17,6 +17,7 @@ from edgesdk.runtimes import get_backend
 from edgesdk.runtimes.tensorrt import BuildSettings, engine_cache_key
 from tests.conftest import smooth_batch
 from tests.models import tiny_cnn
+from tests.stats import TINY_MIN_COSINE, cosine
 from tests.test_cli import cli
 
 ROOTS = Path(__file__).parent / "hwroots"
@@ -147,7 +148,8 @@ def test_tensorrt_int8_is_symmetric_qdq_checked_on_onnxruntime(every_format):
         ref = tiny_cnn()(torch.from_numpy(x)).numpy()
     sess = get_backend("onnxruntime").open(every_format / int8["file"])
     out = np.concatenate([sess.run({"input": x[i:i + 1]})[0] for i in range(4)])
-    assert (out.argmax(1) == ref.argmax(1)).mean() >= 0.75
+    lowest = min(cosine(o, r) for o, r in zip(out, ref))  # not argmax: near-ties on the tiny CNN (tests/stats.py)
+    assert lowest >= TINY_MIN_COSINE, lowest
 
 
 @needs_no_tensorrt

@@ -17,6 +17,7 @@ from edgesdk import Preprocess
 from edgesdk.images import decode_size, load_image, preprocess_image
 from edgesdk.stream import Frame, run_stream
 from edgesdk.yolo import letterbox, letterbox_tensor
+from tests.stats import below_noise
 
 ONE_LEVEL = 1 / 255 + 1e-6  # one step of an 8-bit pixel, in [0, 1] units
 
@@ -105,15 +106,18 @@ def test_reduced_decode_keeps_the_size_it_needs(images):
 
 @pytest.mark.integration
 def test_reduced_decode_keeps_the_classifier_answers(effnet_bundle, photos):
-    """What the apps' reduced JPEG decode changes, measured: EfficientNet-Lite0's top-1 on the 50 held-out
-    photos against the exact decode (0.96-0.97 agreement here, every answer inside the exact top-5)."""
+    """What the apps' reduced JPEG decode changes, measured: EfficientNet-Lite0's top-1 on the n=50 held-out
+    photos against the exact decode (0.96-0.97 agreement here, every answer inside the exact top-5). The
+    bars sit under the 95% Wilson intervals of those figures (tests/stats.py): 0.80 under 0.96's [0.87,
+    0.99], 0.90 under 1.0's [0.93, 1]."""
     files = sorted(photos[1].glob("*.jpg"))
     with edgesdk.Runtime(effnet_bundle, artifact="onnx-fp32", backend="onnxruntime") as rt:
         exact = np.concatenate([rt.run(preprocess_image(f, rt.preprocess)) for f in files])
         reduced = np.concatenate([rt.run(preprocess_image(f, rt.preprocess, reduced_decode=True)) for f in files])
     agreement = float((exact.argmax(1) == reduced.argmax(1)).mean())
     in_top5 = np.mean([r in row for r, row in zip(reduced.argmax(1), np.argsort(-exact, 1)[:, :5])])
-    assert agreement >= 0.9 and in_top5 >= 0.98, (agreement, in_top5)
+    assert len(files) == 50
+    assert agreement >= below_noise(0.80, 0.96, 50) and in_top5 >= below_noise(0.90, 1.0, 50), (agreement, in_top5)
 
 
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])

@@ -240,5 +240,6 @@ def test_fixed_shape_formats_take_the_examples_length(tmp_path, word_tokenizer):
         feeds = rt.tokenize("the old fisherman")
         assert feeds["input_ids"].shape == (1, 16) and feeds["attention_mask"].sum() == 5
         assert rt.run("the old fisherman").shape == (1, 16, 64)
-        with pytest.raises(InputError):
+        with pytest.raises(InputError, match=r"has shape \[1, 24\]; this mnn artifact takes \[1, 16\]: its axis 1 "
+                                             r"\(sequence\) is fixed"):
             rt.run(token_batches(1, 24, seed=5)[0])

@@ -11,6 +11,7 @@ from edgesdk.errors import InputError, ModelLoadError
 from edgesdk.runtimes import get_backend
 from tests.conftest import smooth_batch
 from tests.models import tiny_cnn
+from tests.stats import TINY_MIN_COSINE, cosine
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +68,8 @@ def test_same_nchw_input_same_outputs_on_onnx_and_tflite(tfl_bundle, xs):
         np.testing.assert_allclose(tfl_out, onnx_out, atol=1e-5)
         np.testing.assert_allclose(tfl_out, ref, atol=1e-5)
     for art in ("tflite-fp16", "tflite-int8"):
-        agree = np.mean([o.argmax() == r.argmax() for o, r in zip(outs[art], refs)])
-        assert agree >= 0.75, (art, agree)
+        lowest = min(cosine(o, r) for o, r in zip(outs[art], refs))  # not argmax: near-ties (tests/stats.py)
+        assert lowest >= TINY_MIN_COSINE, (art, lowest)
 
 
 def test_wrong_layout_is_refused(tfl_bundle):
@@ -95,7 +96,8 @@ def test_full_int8_has_int8_io_and_the_runtime_hides_it(full_int8_bundle, xs):
     with edgesdk.Runtime(full_int8_bundle) as rt:
         outs = [rt.run(x) for x in xs]
     assert all(o.dtype == np.float32 and o.shape == (1, 10) for o in outs)
-    assert np.mean([o.argmax() == r.argmax() for o, r in zip(outs, refs)]) >= 0.75
+    lowest = min(cosine(o, r) for o, r in zip(outs, refs))  # int8 I/O; argmax is a near-tie (tests/stats.py)
+    assert lowest >= TINY_MIN_COSINE, lowest
     # The raw session takes what the Runtime computed: quantized NHWC input gives the same int8 output.
     x = xs[0].transpose(0, 2, 3, 1)
     q = np.clip(np.round(x / scale + zero), -128, 127).astype(np.int8)

@@ -255,6 +255,10 @@ def test_bare_file_with_corrupt_weights_is_reported(tmp_path, tiny_bundle, caplo
         rt.run(x)
     assert "bare model file" in caplog.text and caplog.text.count("NaN or infinite outputs") == 1
     assert rt.nonfinite_outputs == 2
+    caplog.clear()
+    with caplog.at_level("WARNING"), edgesdk.Runtime(bad):  # the same file again: announced once per process
+        pass
+    assert "bare model file" not in caplog.text
     np.save(tmp_path / "x.npy", x)
     code, out, err = cli(capsys, "run", str(bad), str(tmp_path / "x.npy"), "--json")
     assert code == 0 and json.loads(out)[0]["warning"].startswith("outputs hold NaN")

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from ..errors import BackendUnavailable, ModelLoadError, UsageError
+from ..errors import BackendUnavailable, EdgeSDKError, ModelLoadError, UsageError, first_line
 from ..records import ArtifactIO
 from ..registry import Plugin, discover
 from ..specs import TensorSpec
@@ -76,6 +76,13 @@ class Backend(Plugin):
     # backend passes the suite or says here what it skips and why.
     conformance_skips: dict[str, str] = {}
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Every backend's open() raises EdgeSDKError only: a library's own exception on a file it cannot
+        load (MNN's TypeError on a truncated .mnn) becomes a ModelLoadError carrying the library's reason."""
+        super().__init_subclass__(**kwargs)
+        if "open" in cls.__dict__:
+            cls.open = _load_errors_as_model_load_error(cls.__dict__["open"])
+
     def describe(self) -> str:
         return f"Backend '{self.name}'"
 
@@ -97,6 +104,22 @@ class Backend(Plugin):
         """Facts for `edgesdk doctor`: version and devices or providers."""
         ok, detail = self.available()
         return {"available": ok, "version" if ok else "reason": detail}
+
+
+def _load_errors_as_model_load_error(open_fn: Any) -> Any:
+    import functools
+
+    @functools.wraps(open_fn)
+    def open_checked(self: Backend, path: Path, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return open_fn(self, path, *args, **kwargs)
+        except EdgeSDKError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - turned into the one error a caller handles
+            raise ModelLoadError(f"{self.name} cannot load {path}: {type(exc).__name__}: {first_line(exc)}. The file "
+                                 "may be truncated or corrupt, or made for another version; re-convert it.") from exc
+
+    return open_checked
 
 
 @lru_cache(maxsize=1)
@@ -198,6 +221,26 @@ def native_specs(session: Session, inputs: list[TensorSpec]) -> list[TensorSpec]
     if not isinstance(session, AdaptedSession):
         return list(inputs)
     return [s if p is None else s.permuted(p) for s, p in zip(inputs, session._in_perm)]  # noqa: SLF001
+
+
+def fixed_axes(session: Session, inputs: list[TensorSpec]) -> list[dict[int, int]]:
+    """Per source input, the axes the source names (a dynamic batch or sequence) that the loaded artifact
+    fixes, with their size: {source axis: size}. Empty where the artifact keeps them dynamic."""
+    inner = inner_session(session)
+    perms = session._in_perm if isinstance(session, AdaptedSession) else [None] * len(inputs)  # noqa: SLF001
+    by_name = {s.name: s for s in inner.inputs}
+    names = session._in_names if isinstance(session, AdaptedSession) else [s.name for s in inputs]  # noqa: SLF001
+    found = []
+    for spec, name, perm in zip(inputs, names, perms):
+        mine = by_name.get(name)
+        axes: dict[int, int] = {}
+        if mine is not None and len(mine.shape) == len(spec.shape):
+            for j, size in enumerate(mine.shape):
+                i = perm[j] if perm is not None else j
+                if isinstance(spec.shape[i], str) and isinstance(size, int):
+                    axes[i] = size
+        found.append(axes)
+    return found
 
 
 def inner_session(session: Session) -> Session:
