@@ -6,7 +6,9 @@ from __future__ import annotations
 import contextlib
 import queue
 from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from typing import Generic, NoReturn, TypeVar
+
+from .errors import InferenceError
 
 T = TypeVar("T")
 
@@ -41,9 +43,15 @@ class WorkerPool(Generic[T]):
         self._idle.put(worker)
 
     def clear(self) -> None:
-        """Drop every idle worker (on close)."""
+        """Drop every idle worker and the factory (on close): a factory that is a bound method of the model
+        (OpenVINO's compiled.create_infer_request) kept the whole compiled model alive after close."""
+        self._make = _closed
         while True:
             try:
                 self._idle.get_nowait()
             except queue.Empty:
                 return
+
+
+def _closed() -> NoReturn:
+    raise InferenceError("This session is closed.")

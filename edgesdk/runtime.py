@@ -333,6 +333,7 @@ class Runtime:
         if self._session is not None:
             self._session.close()
             self._session = None
+            self._call = _closed  # the bound run method held the session (and its model) alive after close
             release_freed_memory()
 
     def __enter__(self) -> Runtime:
@@ -362,6 +363,10 @@ def release_freed_memory() -> None:
 
 
 _malloc_trim: Any = None
+
+
+def _closed(feeds: Any) -> list[np.ndarray]:
+    raise EdgeSDKError("This Runtime is closed.")
 
 #: Bare files already announced as unverifiable in this process (an app opens the same wake word model often).
 _announced_bare: set[str] = set()
