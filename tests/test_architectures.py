@@ -10,6 +10,7 @@ import torch
 
 from edgesdk import Runtime, convert
 from tests.models import TinyConvNeXt, TinyViT
+from tests.stats import below_noise
 
 
 def _smooth_images(count: int, seed: int) -> list[np.ndarray]:
@@ -25,7 +26,10 @@ def test_convnext_and_vit_convert_to_tflite(tmp_path, build, recipe):
                      calib=_smooth_images(32, 1), validation=_smooth_images(16, 2), out=tmp_path / "b")
     fp32, int8 = bundle.artifact("tflite-fp32"), bundle.artifact("tflite-int8")
     assert fp32.parity.max_abs <= 1e-4 and not fp32.parity.problems
-    assert int8.parity.top1_agreement >= 0.9 and not int8.parity.problems
+    # n=16 validation images: agreement is 1.0 here, but its 95% Wilson interval reaches down to 0.81; the
+    # logits' cosine (0.99993 here) is the steady measure, and the guard sits 100x its 1 - cosine away.
+    assert int8.parity.samples == 16 and not int8.parity.problems
+    assert int8.parity.cosine >= 0.99 and int8.parity.top1_agreement >= below_noise(0.5, 0.94, 16)
     assert int8.quantization.details.get("recipe", "cnn") == recipe
     with Runtime(bundle.path, artifact="tflite-int8") as rt:
         assert rt.run(_smooth_images(1, 3)[0]).shape == (1, 10)

@@ -86,7 +86,7 @@ def test_linear_model_without_calibration_gets_dynamic_int8(tmp_path):
     bundle = edgesdk.convert(tiny_mlp(), torch.zeros(1, 64), precisions=["fp32", "int8"], out=tmp_path / "mlp")
     int8 = bundle.artifact("onnx-int8")
     assert int8.quantization.method == "dynamic"
-    assert int8.parity.cosine > 0.99
+    assert int8.parity.cosine > 0.98  # 0.995 here: the bar leaves 4x the measured 1 - cosine
 
 
 def test_dynamic_batch(tmp_path, tiny_model):

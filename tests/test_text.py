@@ -195,7 +195,11 @@ def test_minilm_int8_keeps_sentence_embeddings(tmp_path):
         with Runtime(bundle.path, artifact=art) as rt:
             got = mean_pool(rt.run(held_out), feeds["attention_mask"])
         cosines = (got * reference).sum(1)
-        assert cosines.min() >= 0.99, (art, cosines.min())
+        # n=24 held-out sentences; the lowest cosine is 0.988-0.999 here (0.9889 over 64 in an earlier round):
+        # a figure for benchmarks/compare_text.py. The guard, 0.95, is 4x the measured 1 - cosine; the CNN
+        # recipe on this model collapses to 0.34.
+        assert len(cosines) == 24 and cosines.min() >= 0.95, (art, cosines.min())
+        assert cosines.mean() >= 0.99, (art, cosines.mean())
         assert bundle.artifact(art).quantization.details["recipe"] == "transformer"
 
 
