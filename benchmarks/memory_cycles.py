@@ -19,12 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-
-def rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+from benchmarks.threads_and_memory import rss_mb  # noqa: E402 - after the path is set
 
 
 def cycle_in_this_process(bundle: str, artifact: str, backend: str, cycles: int) -> dict:
