@@ -55,6 +55,7 @@ bench: demo
 	$(PY) benchmarks/eval_detect.py --bundle build/shapes --json build/eval_detect.json
 	$(PY) benchmarks/compare_mobile.py --bundle build/effnet --json build/compare_mobile.json
 	$(PY) benchmarks/compare_apps.py --json build/compare_apps.json
+	$(PY) benchmarks/memory_cycles.py --bundle build/effnet --json build/memory_cycles.json
 
 # The device side proven on 64-bit ARM under emulation (minutes; not part of `make test`): a cached
 # Debian arm64 root under build/arm64, edgesdk[runtimes] installed in it, the demo's bundles compared
