@@ -127,6 +127,14 @@ def test_distillation_beats_the_same_student_without_a_teacher():
 
 
 def test_worked_example_table(tmp_path):
+    """The digits table (n=597 held-out digits). Accuracy floors sit far below the figures (0.97-0.997 here;
+    the 95% Wilson interval of 0.99 at n=597 is +-0.009), so they catch a broken step, not noise. QAT vs PTQ
+    is not compared: which wins depends on the CPU's int8 kernels (the figure is in the README). The QAT
+    mechanism is asserted instead: every uint8 activation is clipped to 7 bits, so ONNX Runtime's U8S8
+    kernels cannot saturate on CPUs without VNNI (full range gave 0.9715 there, 7 bits 0.9966)."""
+    import onnx
+    from onnx import numpy_helper
+
     from examples.optimize_digits import run
 
     rows = {r["model"]: r for r in run(epochs=6, qat_epochs=2, out=tmp_path)}
@@ -137,7 +145,15 @@ def test_worked_example_table(tmp_path):
         assert pruned["onnx_bytes"] < base["onnx_bytes"] and pruned["accuracy"] > 0.9
     assert rows["fused Conv+BN"]["accuracy"] == pytest.approx(base["accuracy"], abs=0.002)
     assert rows["student distilled (+1100 unlabelled)"]["accuracy"] > rows["student alone (100 labels)"]["accuracy"]
-    assert rows["QAT INT8"]["accuracy"] >= rows["PTQ INT8 (edgesdk.convert)"]["accuracy"]
+    for name in ("PTQ INT8 (edgesdk.convert)", "QAT INT8"):
+        assert rows[name]["accuracy"] > 0.95, (name, rows[name]["accuracy"])
+    graph = onnx.load(str(tmp_path / "qat.int8.onnx")).graph
+    consts = {n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in graph.node if n.op_type == "Constant"}
+    consts.update({i.name: numpy_helper.to_array(i) for i in graph.initializer})
+    consts.update({n.output[0]: consts[n.input[0]] for n in graph.node if n.op_type == "Identity"})
+    uint8_q = [n.output[0] for n in graph.node if n.op_type == "QuantizeLinear" and consts[n.input[2]].dtype == "uint8"]
+    clip_max = {n.input[0]: int(consts[n.input[2]]) for n in graph.node if n.op_type == "Clip"}
+    assert uint8_q and all(clip_max.get(q) == 127 for q in uint8_q), (uint8_q, clip_max)
 
 
 def test_hidden_state_distillation_teaches_a_shallower_encoder():

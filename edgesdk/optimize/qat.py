@@ -1,6 +1,6 @@
 """Quantization-aware training: the remedy when post-training INT8 loses too much accuracy. BatchNorm is
 folded into the convolutions first, fake quantization (per-channel symmetric int8 weights, uint8
-activations: the pair x86 ONNX Runtime runs fastest) is inserted with torch.ao's FX graph mode, the model
+activations: the pair x86 ONNX Runtime runs fastest; by default 7-bit activations, see prepare_qat) is inserted with torch.ao's FX graph mode, the model
 is fine-tuned with it, and the result is exported as a QDQ ONNX model: the same INT8 form as edgesdk's
 post-training ONNX artifact, which OpenVINO and ONNX Runtime both run."""
 
@@ -14,8 +14,14 @@ from typing import Any
 from ..errors import ConversionError, require
 
 
-def prepare_qat(model: Any, example_input: Any) -> Any:
-    """A copy of model with BN folded and fake quantization inserted, in training mode."""
+def prepare_qat(model: Any, example_input: Any, reduce_range: bool = True) -> Any:
+    """A copy of model with BN folded and fake quantization inserted, in training mode.
+
+    reduce_range (default) trains uint8 activations in [0, 127] instead of [0, 255]. x86 CPUs without
+    VNNI (AVX2 only) run ONNX Runtime's U8S8 convolutions with vpmaddubsw, whose int16 pair sums saturate
+    when both operands are near full range (2 * 255 * 127 > 32767): a full-range QAT model that is right
+    in torch loses accuracy there with no error. With 7-bit activations no pair sum can saturate
+    (fbgemm's reduce_range; torch exports [0, 127] from opset 13). Pass False for VNNI or ARM targets."""
     torch = require("torch", "torch", "Quantization-aware training")
     from torch.ao.quantization import (
         FakeQuantize,
@@ -31,9 +37,10 @@ def prepare_qat(model: Any, example_input: Any) -> Any:
     args = example_input if isinstance(example_input, (tuple, list)) else (example_input,)
     fused, _ = fuse_conv_bn(model, args)
     # Plain FakeQuantize (not the fused observer op) so that the model exports to ONNX Q/DQ pairs;
-    # the ranges ONNX allows: uint8 [0, 255] activations, int8 [-128, 127] weights.
+    # the ranges ONNX export allows: uint8 [0, 255] or [0, 127] activations, int8 [-128, 127] weights.
+    quant_max = 127 if reduce_range else 255
     qconfig = QConfig(
-        activation=FakeQuantize.with_args(observer=MovingAverageMinMaxObserver, quant_min=0, quant_max=255,
+        activation=FakeQuantize.with_args(observer=MovingAverageMinMaxObserver, quant_min=0, quant_max=quant_max,
                                           dtype=torch.quint8, qscheme=torch.per_tensor_affine),
         weight=FakeQuantize.with_args(observer=MovingAveragePerChannelMinMaxObserver, quant_min=-128, quant_max=127,
                                       dtype=torch.qint8, qscheme=torch.per_channel_symmetric, ch_axis=0),
