@@ -32,8 +32,8 @@ $(STAMP): pyproject.toml constraints.txt
 # Convert the bundled EfficientNet-Lite0 to ONNX, OpenVINO and TFLite FP32 + INT8 (calibrated on photos 0-49, parity on
 # photos 50-99), classify a few photos with each artifact, and benchmark the bundle.
 demo: setup
-	$(PY) -m edgesdk.zoo photos build/photos
-	$(VENV)/bin/edgesdk convert --factory edgesdk.zoo:efficientnet_lite0 -o build/effnet --to onnx,openvino,tflite \
+	$(PY) -m edgesdk.models.zoo photos build/photos
+	$(VENV)/bin/edgesdk convert --factory edgesdk.models.zoo:efficientnet_lite0 -o build/effnet --to onnx,openvino,tflite \
 		--precision fp32,int8 --calib build/photos/calib --validate build/photos/eval --force
 	$(VENV)/bin/edgesdk run build/effnet build/photos/eval/55.jpg build/photos/eval/57.jpg build/photos/eval/58.jpg --precision fp32
 	$(VENV)/bin/edgesdk run build/effnet build/photos/eval/55.jpg build/photos/eval/57.jpg build/photos/eval/58.jpg --precision int8

@@ -30,7 +30,7 @@ from apps.common import (
     run_app,
     stream_results,
 )
-from edgesdk.images import decode_size, fit_image, load_image, to_tensor
+from edgesdk.core.images import decode_size, fit_image, load_image, to_tensor
 from edgesdk.stream import Frame, run_stream
 
 DEFAULT_MODEL = "build/effnet"  # what `make demo` builds

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import edgesdk
-from edgesdk.images import list_images
+from edgesdk.core.images import list_images
 from edgesdk.stream import Frame
 
 

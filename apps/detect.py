@@ -10,7 +10,7 @@ loaded artifact's own layout), infer, postprocess (decode the YOLOv8 [1, 4+nc, N
 output, class-aware NMS, boxes back to the original image), and with --out, draw (boxes on the decoded
 frame, saved as JPEG unless --out-format png). Several images are pipelined: frame N+1 decodes while
 frame N runs and frame N-1 is post-processed and drawn (--sequential: one at a time). Models with NMS
-inside (edgesdk.yolo.embed_nms) skip the decode and NMS."""
+inside (edgesdk.tasks.yolo.embed_nms) skip the decode and NMS."""
 
 from __future__ import annotations
 
@@ -36,9 +36,9 @@ from apps.common import (
     run_app,
     stream_results,
 )
-from edgesdk.images import load_image
+from edgesdk.core.images import load_image
 from edgesdk.stream import Frame, run_stream
-from edgesdk.yolo import Letterbox, letterbox_tensor, postprocess
+from edgesdk.tasks.yolo import Letterbox, letterbox_tensor, postprocess
 
 DEFAULT_MODEL = "build/shapes"  # what `make demo` builds from the repo's own detector
 PALETTE = [(255, 56, 56), (72, 249, 10), (0, 148, 255), (255, 178, 29), (207, 210, 49), (146, 204, 23)]

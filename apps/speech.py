@@ -26,8 +26,8 @@ import numpy as np
 
 import edgesdk
 from apps.common import app_parser, open_runtime, print_results, run_app
-from edgesdk import zoo
-from edgesdk.audio import load_wav, to_pcm16
+from edgesdk.models import zoo
+from edgesdk.tasks.audio import load_wav, to_pcm16
 
 RATE, CHUNK, CONTEXT = zoo.VAD_RATE, zoo.VAD_CHUNK, zoo.VAD_CONTEXT
 DEFAULT_VAD = "build/vad"
@@ -60,7 +60,7 @@ def build_asr_bundles(folder: Path) -> Path:
     """Convert Whisper-base's encoder and decoder into folder/encoder and folder/decoder: ONNX FP32 and INT8
     (the transformer recipe), and for the encoder OpenVINO FP32 and INT8 (SmoothQuant, calibrated on speech
     espeak-ng synthesizes); parity measured on the recorded voices of alsa-utils where installed."""
-    from edgesdk import whisper
+    from edgesdk.models import whisper
 
     voices = sorted(Path("/usr/share/sounds/alsa").glob("*.wav"))[:3]
     mels = [{"mel": whisper.log_mel(load_wav(v, RATE))} for v in voices] or None
@@ -99,7 +99,7 @@ def _decoder_feeds(encoder: Any, decoder: Any, mels: list[dict[str, np.ndarray]]
     """The decoder's real inputs: each voice's encoder output with its transcript's prefixes, token by token."""
     import torch
 
-    from edgesdk import whisper
+    from edgesdk.models import whisper
 
     feeds = []
     with torch.no_grad():
@@ -116,7 +116,7 @@ class Transcriber:
     """Whisper-base through two Runtimes: the encoder once per segment, the decoder once per token."""
 
     def __init__(self, folder: Path, threads: int | None, encoder_precision: str = "auto"):
-        from edgesdk import whisper
+        from edgesdk.models import whisper
 
         self.whisper = whisper
         self.encoder = edgesdk.Runtime(folder / "encoder", threads=threads, precision=encoder_precision)

@@ -17,7 +17,7 @@ import numpy as np
 
 import edgesdk
 from apps.common import app_parser, open_runtime, positive_int, print_results, run_app
-from edgesdk.text import mean_pool
+from edgesdk.tasks.text import mean_pool
 
 DEFAULT_MODEL = "build/minilm"
 CORPUS = ["The old fisherman repaired the wooden boat before sunrise.", "A young engineer measured the garden fence.",
@@ -28,7 +28,7 @@ CORPUS = ["The old fisherman repaired the wooden boat before sunrise.", "A young
 
 def build_bundle(out: Path) -> Path:
     """Convert all-MiniLM-L6-v2 (first use): ONNX and OpenVINO FP32 + INT8, dynamic batch and sequence."""
-    from edgesdk import zoo
+    from edgesdk.models import zoo
 
     model = zoo.minilm()
     edgesdk.convert(model, model.example_inputs, targets=["onnx", "openvino"], precisions=["fp32", "int8"], out=out,

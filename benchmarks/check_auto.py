@@ -30,7 +30,7 @@ def main() -> int:
     from common import interleaved
 
     import edgesdk
-    from edgesdk.runtimes import backends
+    from edgesdk.backends import backends
 
     bundle = edgesdk.load_bundle(args.bundle)
     auto = edgesdk.Runtime(args.bundle, threads=args.threads)

@@ -30,7 +30,7 @@ import edgesdk  # noqa: E402
 from apps import classify as classify_app  # noqa: E402
 from apps import detect as detect_app  # noqa: E402
 from apps.common import stream_threads  # noqa: E402
-from edgesdk.images import list_images, preprocess_image  # noqa: E402
+from edgesdk.core.images import list_images, preprocess_image  # noqa: E402
 
 WORK = Path("build/compare_apps")
 
@@ -77,7 +77,7 @@ def old_detect(detector: detect_app.Detector, paths: list[Path], latency: edgesd
                out_dir: Path | None) -> None:
     from PIL import Image, ImageDraw
 
-    from edgesdk.yolo import letterbox
+    from edgesdk.tasks.yolo import letterbox
 
     for p in paths:
         with latency.sample(input=str(p)):
@@ -104,7 +104,7 @@ def old_detect(detector: detect_app.Detector, paths: list[Path], latency: edgesd
 
 def own_rate(rt: edgesdk.Runtime, x: np.ndarray, runs: int = 60) -> float:
     """The model's own images/s on this Runtime: run() back to back on one preprocessed input."""
-    from edgesdk.timing import time_runs
+    from edgesdk.running.timing import time_runs
 
     return 1.0 / float(np.median(time_runs(lambda: rt.run(x), runs, 5)))
 
@@ -162,8 +162,8 @@ def detect_case(bundle: Path, images: list[Path], label: str, rounds: int, draw:
     with edgesdk.Runtime(bundle) as rt_all, edgesdk.Runtime(bundle, threads=threads) as rt_pipe:
         det_all, det_pipe = detect_app.Detector(rt_all), detect_app.Detector(rt_pipe)
         items = [(str(p), p) for p in images]
-        x_all, _ = det_all.preprocess(edgesdk.images.load_image(images[0]))
-        x_pipe, _ = det_pipe.preprocess(edgesdk.images.load_image(images[0]))
+        x_all, _ = det_all.preprocess(edgesdk.core.images.load_image(images[0]))
+        x_pipe, _ = det_pipe.preprocess(edgesdk.core.images.load_image(images[0]))
         variants = {
             "before": lambda log: old_detect(det_all, images, log, out_before if draw else None),
             "after_sequential": lambda log: detect_app.detect_all(det_all, items, log, out_after if draw else None,
@@ -182,7 +182,7 @@ def detect_case(bundle: Path, images: list[Path], label: str, rounds: int, draw:
 
 def plain_call(rt: edgesdk.Runtime, native: dict[str, np.ndarray]) -> Callable[[], Any]:
     """The backend's own call on the Runtime's loaded model, fed in the artifact's own layout."""
-    from edgesdk.runtimes import inner_session
+    from edgesdk.backends import inner_session
 
     inner = inner_session(rt._session)  # noqa: SLF001 - the benchmark measures what sits above it
     if rt.backend == "onnxruntime":
@@ -208,7 +208,7 @@ def plain_call(rt: edgesdk.Runtime, native: dict[str, np.ndarray]) -> Callable[[
 def overhead_case(bundle: Path, artifact: str, backend: str, threads: int, rounds: int, runs: int) -> dict[str, Any]:
     from common import interleaved
 
-    from edgesdk.specs import random_feeds
+    from edgesdk.core.specs import random_feeds
 
     with edgesdk.Runtime(bundle, artifact=artifact, backend=backend, threads=threads) as rt:
         feeds = random_feeds(rt.inputs, seed=1)
@@ -257,7 +257,7 @@ def overhead(effnet: Path, vad: Path, rounds: int) -> list[dict[str, Any]]:
 def reduced_decode_parity(bundle: Path) -> dict[str, Any]:
     """What decoding JPEGs at reduced scale changes in the classifier's answers: the 100 photos, exact
     decode vs reduced, on the artifact the app picks."""
-    from edgesdk import zoo
+    from edgesdk.models import zoo
 
     photos = zoo.sample_photos()
     with edgesdk.Runtime(bundle) as rt:

@@ -11,8 +11,6 @@ and the reason printed. x86 figures say nothing about a phone's or a Pi's rankin
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -26,9 +24,9 @@ def build_mobile(folder: Path) -> list[str]:
     import torch
 
     import edgesdk
-    from edgesdk import zoo
-    from edgesdk.converters.ncnn import int8_tools
-    from edgesdk.errors import BackendUnavailable
+    from edgesdk.conversion.formats.ncnn import int8_tools
+    from edgesdk.core.errors import BackendUnavailable
+    from edgesdk.models import zoo
 
     left_out = []
     precisions = {t: ["fp32", "int8"] for t in MOBILE}
@@ -45,21 +43,14 @@ def build_mobile(folder: Path) -> list[str]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--bundle", default="build/effnet", help="the demo bundle (ONNX and TFLite)")
-    ap.add_argument("--mobile", default="build/effnet-mobile")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--rounds", type=int, default=7)
-    ap.add_argument("--runs", type=int, default=30)
-    ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--json", dest="json_path")
-    args = ap.parse_args()
+    from common import accuracy_vs, comparison_args
 
-    import torch
-    from common import agreement, ensure_effnet_bundle, eval_views, interleaved
+    args = comparison_args(__doc__, runs=30, extra={"--mobile": {"default": "build/effnet-mobile"}})
+
+    from common import ensure_effnet_bundle, eval_views, interleaved, save_json
 
     import edgesdk
-    from edgesdk import zoo
+    from edgesdk.models import zoo
 
     ensure_effnet_bundle(Path(args.bundle), ["onnx", "openvino", "tflite"])
     left_out = build_mobile(Path(args.mobile))
@@ -74,15 +65,10 @@ def main() -> int:
     per_round = interleaved({k: (lambda rt=rt: rt.run(x)) for k, rt in sessions.items()}, args.rounds, args.runs,
                             args.warmup)
     p50 = {k: float(np.median(v)) for k, v in per_round.items()}
-    model = zoo.efficientnet_lite0()
-    with torch.no_grad():
-        ref = np.concatenate([model(torch.from_numpy(v)).numpy() for v in views])
-    accuracy = {}
+    accuracy = accuracy_vs(zoo.efficientnet_lite0(), views,
+                           {k: np.concatenate([rt.run(v) for v in views]) for k, rt in sessions.items()})
     for k, rt in sessions.items():
-        out = np.concatenate([rt.run(v) for v in views])
-        agree, cos = agreement(ref, out)
-        accuracy[k] = {"top1_agreement": agree, "mean_cosine": cos, "max_abs": float(np.abs(out - ref).max()),
-                       "size_mb": rt.artifact.size_bytes / 1e6}
+        accuracy[k]["size_mb"] = rt.artifact.size_bytes / 1e6
     base = float(np.median(per_round["onnxruntime onnx-fp32"]))
     print(f"EfficientNet-Lite0, batch 1, {args.threads} threads, {args.rounds} interleaved rounds x {args.runs} runs; "
           f"agreement with torch FP32 on {len(views)} views of photos 50-99")
@@ -94,10 +80,8 @@ def main() -> int:
               f"{a['max_abs']:9.2e} {a['size_mb']:6.2f}")
     for line in left_out:
         print(f"left out: {line}")
-    if args.json_path:
-        Path(args.json_path).write_text(json.dumps({"p50_ms": p50, "per_round_ms": per_round, "accuracy": accuracy,
-                                                    "ort_fp32_ms": base, "left_out": left_out,
-                                                    "threads": args.threads}, indent=2))
+    save_json(args.json_path, args, p50_ms=p50, per_round_ms=per_round, accuracy=accuracy, ort_fp32_ms=base,
+              left_out=left_out)
     for rt in sessions.values():
         rt.close()
     return 0

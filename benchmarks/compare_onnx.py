@@ -10,39 +10,24 @@ Also measures INT8 top-1 agreement with FP32 on photos 50-99 (centre + 4 corner 
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-from pathlib import Path
 
 import numpy as np
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--bundle", default="build/effnet")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--rounds", type=int, default=7)
-    ap.add_argument("--runs", type=int, default=40)
-    ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--json", dest="json_path")
-    args = ap.parse_args()
+    from common import comparison_args, effnet_setup
+
+    args = comparison_args(__doc__)
 
     import onnxruntime as ort
     import torch
-    from common import agreement, ensure_effnet_bundle, eval_views, interleaved, ratio
+    from common import agreement, interleaved, print_ratios, ratio, save_json
 
     import edgesdk
-    from edgesdk import zoo
 
-    bundle_dir = Path(args.bundle)
-    ensure_effnet_bundle(bundle_dir, ["onnx"])
-    bundle = edgesdk.load_bundle(bundle_dir)
-    views = eval_views(bundle.preprocess)
-    x = views[0]
-
-    torch.set_num_threads(args.threads)
-    model = zoo.efficientnet_lite0()
+    bundle, views, model = effnet_setup(args, ["onnx"])
+    bundle_dir, x = bundle.path, views[0]
     xt = torch.from_numpy(x)
 
     so = ort.SessionOptions()
@@ -91,15 +76,12 @@ def main() -> int:
     print(f"{'runner':32s} {'p50 ms':>8s}")
     for k in runners:
         print(f"{k:32s} {p50[k]:8.2f}")
-    for k, v in ratios.items():
-        print(f"{k}: {v:+.1%}" if "overhead" in k else f"{k}: {v:.2f}x")
+    print_ratios(ratios)
     print(f"INT8 top-1 agreement with torch FP32 on {len(views)} views of photos 50-99: "
           f"{accuracy['int8_top1_agreement_vs_torch_fp32']:.1%} (vs ONNX FP32 "
           f"{accuracy['int8_top1_agreement_vs_onnx_fp32']:.1%}), mean cosine {accuracy['int8_mean_cosine']:.4f}")
     print(f"ONNX FP32 top-1 agreement with torch: {accuracy['onnx_fp32_top1_agreement_vs_torch']:.1%}")
-    if args.json_path:
-        Path(args.json_path).write_text(json.dumps({"p50_ms": p50, "per_round_ms": per_round, "ratios": ratios,
-                                                    "accuracy": accuracy, "threads": args.threads}, indent=2))
+    save_json(args.json_path, args, p50_ms=p50, per_round_ms=per_round, ratios=ratios, accuracy=accuracy)
     return 0
 
 

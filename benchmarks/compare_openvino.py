@@ -8,38 +8,24 @@ Accuracy: top-1 agreement with torch FP32 on photos 50-99 (centre + 4 corner cro
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-from pathlib import Path
 
 import numpy as np
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--bundle", default="build/effnet")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--rounds", type=int, default=7)
-    ap.add_argument("--runs", type=int, default=40)
-    ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--json", dest="json_path")
-    args = ap.parse_args()
+    from common import comparison_args, effnet_setup
+
+    args = comparison_args(__doc__)
 
     import torch
-    from common import agreement, ensure_effnet_bundle, eval_views, interleaved, ratio
+    from common import agreement, interleaved, print_ratios, ratio, save_json
 
     import edgesdk
-    from edgesdk import zoo
-    from edgesdk.runtimes import get_backend
+    from edgesdk.backends import get_backend
 
-    bundle_dir = Path(args.bundle)
-    ensure_effnet_bundle(bundle_dir, ["onnx", "openvino"])
-    bundle = edgesdk.load_bundle(bundle_dir)
-    views = eval_views(bundle.preprocess)
-    x = views[0]
-    torch.set_num_threads(args.threads)
-    model = zoo.efficientnet_lite0()
+    bundle, views, model = effnet_setup(args, ["onnx", "openvino"])
+    bundle_dir, x = bundle.path, views[0]
     xt = torch.from_numpy(x)
 
     sessions = {
@@ -87,13 +73,10 @@ def main() -> int:
         acc = accuracy.get(k)
         tail = f" {acc['top1_agreement']:12.1%} {acc['mean_cosine']:8.4f}" if acc else f" {'100% (ref)':>12s}"
         print(f"{k:34s} {p50[k]:8.2f}{tail}")
-    for k, v in ratios.items():
-        print(f"{k}: {v:.2f}x")
+    print_ratios(ratios)
     print(f"OpenVINO FP32 (f32) max abs error vs torch over the 250 views: {max_abs:.2e}")
-    if args.json_path:
-        Path(args.json_path).write_text(json.dumps({"p50_ms": p50, "per_round_ms": per_round, "ratios": ratios,
-                                                    "accuracy": accuracy, "fp32_max_abs": max_abs,
-                                                    "threads": args.threads}, indent=2))
+    save_json(args.json_path, args, p50_ms=p50, per_round_ms=per_round, ratios=ratios, accuracy=accuracy,
+              fp32_max_abs=max_abs)
     return 0
 
 

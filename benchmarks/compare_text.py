@@ -33,8 +33,8 @@ SENTENCES = ["open the garage door", "what is the weather like tomorrow", "call 
 
 def build_minilm(folder: Path) -> None:
     import edgesdk
-    from edgesdk import zoo
-    from edgesdk.text import Tokenizer, tokenizer_file
+    from edgesdk.models import zoo
+    from edgesdk.tasks.text import Tokenizer, tokenizer_file
 
     model = zoo.minilm()
     tok = Tokenizer(tokenizer_file(zoo.minilm_folder()), {"inputs": {"input_ids": "ids", "attention_mask": "attention_mask"}})
@@ -48,8 +48,8 @@ def minilm(folder: Path, threads: int, rounds: int, runs: int, optimum: Path | N
     import torch
 
     import edgesdk
-    from edgesdk import zoo
-    from edgesdk.text import mean_pool
+    from edgesdk.models import zoo
+    from edgesdk.tasks.text import mean_pool
 
     if not (folder / "edgesdk.json").is_file():
         build_minilm(folder)
@@ -103,7 +103,7 @@ def minilm(folder: Path, threads: int, rounds: int, runs: int, optimum: Path | N
 
 def build_whisper(folder: Path) -> None:
     import edgesdk
-    from edgesdk import whisper
+    from edgesdk.models import whisper
 
     voices = [_say(s, 140 + 10 * i) for i, s in enumerate(SENTENCES[:3])]
     mels = [{"mel": whisper.log_mel(v)} for v in voices]
@@ -113,7 +113,7 @@ def build_whisper(folder: Path) -> None:
 
 
 def _say(text: str, speed: int, voice: str = "en-us") -> np.ndarray:
-    from edgesdk.audio import load_wav
+    from edgesdk.tasks.audio import load_wav
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "s.wav"
@@ -137,7 +137,7 @@ def asr(folder: Path, threads: int, rounds: int, runs: int, decoder_folder: Path
     import torch
 
     import edgesdk
-    from edgesdk import whisper
+    from edgesdk.models import whisper
 
     if not (folder / "edgesdk.json").is_file():
         build_whisper(folder)

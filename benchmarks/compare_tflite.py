@@ -11,8 +11,6 @@ Both bundles are built if missing (the second with tflite_int8="full").
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -20,22 +18,16 @@ import numpy as np
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--bundle", default="build/effnet-tfl")
-    ap.add_argument("--full", default="build/effnet-tfl-full")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--rounds", type=int, default=7)
-    ap.add_argument("--runs", type=int, default=40)
-    ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--json", dest="json_path")
-    args = ap.parse_args()
+    from common import accuracy_vs, comparison_args, effnet_setup
+
+    args = comparison_args(__doc__, bundle="build/effnet-tfl", extra={"--full": {"default": "build/effnet-tfl-full"}})
 
     import torch
     from ai_edge_litert.interpreter import Interpreter
-    from common import agreement, eval_views, interleaved, ratio
+    from common import interleaved, print_ratios, ratio, save_json
 
     import edgesdk
-    from edgesdk import zoo
+    from edgesdk.models import zoo
 
     bundle_dir, full_dir = Path(args.bundle), Path(args.full)
     calib, evaluation = zoo.split_photos(Path("build/photos"))
@@ -44,11 +36,8 @@ def main() -> int:
             edgesdk.convert(zoo.efficientnet_lite0(), torch.zeros(1, 3, 224, 224), targets=targets,
                             precisions=["fp32", "int8"] if folder == bundle_dir else ["int8"], calib=calib,
                             validation=evaluation, out=folder, options=options)
-    bundle = edgesdk.load_bundle(bundle_dir)
-    views = eval_views(bundle.preprocess)
+    bundle, views, model = effnet_setup(args)
     x = views[0]
-    torch.set_num_threads(args.threads)
-    model = zoo.efficientnet_lite0()
     xt = torch.from_numpy(x)
 
     plain = Interpreter(model_path=str(bundle_dir / "model.tflite"), num_threads=args.threads)
@@ -84,13 +73,7 @@ def main() -> int:
         "TFLite INT8 (selective) vs TFLite FP32": ratio(per_round, "Runtime TFLite FP32", "Runtime TFLite INT8 (selective)"),
         "TFLite INT8 (full) vs TFLite FP32": ratio(per_round, "Runtime TFLite FP32", "Runtime TFLite INT8 (full, int8 I/O)"),
     }
-    with torch.no_grad():
-        ref = np.concatenate([model(torch.from_numpy(v)).numpy() for v in views])
-    accuracy = {}
-    for k, rt in sessions.items():
-        out = np.concatenate([rt.run(v) for v in views])
-        agree, cos = agreement(ref, out)
-        accuracy[k] = {"top1_agreement": agree, "mean_cosine": cos, "max_abs": float(np.abs(out - ref).max())}
+    accuracy = accuracy_vs(model, views, {k: np.concatenate([rt.run(v) for v in views]) for k, rt in sessions.items()})
 
     print(f"EfficientNet-Lite0, batch 1, {args.threads} threads (XNNPACK), {args.rounds} interleaved rounds x "
           f"{args.runs} runs; agreement with torch FP32 on {len(views)} views of photos 50-99")
@@ -99,11 +82,8 @@ def main() -> int:
         acc = accuracy.get(k)
         tail = (f" {acc['top1_agreement']:12.1%} {acc['mean_cosine']:8.4f} {acc['max_abs']:9.2e}" if acc else "")
         print(f"{k:40s} {p50[k]:8.2f}{tail}")
-    for k, v in ratios.items():
-        print(f"{k}: {v:+.1%}" if "overhead" in k else f"{k}: {v:.2f}x")
-    if args.json_path:
-        Path(args.json_path).write_text(json.dumps({"p50_ms": p50, "per_round_ms": per_round, "ratios": ratios,
-                                                    "accuracy": accuracy, "threads": args.threads}, indent=2))
+    print_ratios(ratios)
+    save_json(args.json_path, args, p50_ms=p50, per_round_ms=per_round, ratios=ratios, accuracy=accuracy)
     return 0
 
 

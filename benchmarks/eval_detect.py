@@ -63,8 +63,8 @@ def main() -> int:
     import edgesdk
     from apps.detect import Detector
     from apps.shapes_detector import CLASSES, make_scene
-    from edgesdk.runtimes import backends
-    from edgesdk.timing import percentiles, time_runs
+    from edgesdk.backends import backends
+    from edgesdk.running.timing import percentiles, time_runs
 
     rng = np.random.default_rng(args.seed)
     scenes = [make_scene(rng) for _ in range(args.images)]

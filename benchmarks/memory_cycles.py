@@ -56,7 +56,7 @@ def main() -> None:
     bundle = edgesdk.load_bundle(args.bundle)
     rows = []
     for art in bundle.artifacts:
-        for backend in edgesdk.runtimes.backends():
+        for backend in edgesdk.backends.backends():
             if art.format not in backend.formats or not backend.available()[0]:
                 continue
             out = subprocess.run([sys.executable, __file__, "--bundle", args.bundle, "--cycles", str(args.cycles),

@@ -30,7 +30,7 @@ def main() -> int:
     ap.add_argument("--json", dest="json_path")
     args = ap.parse_args()
 
-    from edgesdk.sweep import load_spec, sweep
+    from edgesdk.fleet.sweep import load_spec, sweep
 
     os.chdir(ROOT)  # the factories (apps.shapes_detector) import from the repository root
     runs = []

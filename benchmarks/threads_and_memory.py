@@ -117,7 +117,7 @@ def main() -> None:
     import logging
 
     import edgesdk
-    from edgesdk.runtimes import backends
+    from edgesdk.backends import backends
 
     logging.basicConfig(level=logging.ERROR)
     bundle = edgesdk.load_bundle(args.bundle)

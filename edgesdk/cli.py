@@ -1,4 +1,4 @@
-"""The edgesdk command line: convert, run, bench, doctor, profile; sweep, report, worker (edgesdk.cli_fleet).
+"""The edgesdk command line: convert, run, bench, doctor, profile; sweep, report, worker (edgesdk.fleet.cli).
 
 Every failure is one clear message and a non-zero exit; --debug shows the traceback."""
 
@@ -21,12 +21,12 @@ except ImportError:  # pragma: no cover - exercised only without the cli extra
 
 import numpy as np
 
-from .classes import top_k
-from .consoles import console, results_console
-from .converters import DEFAULT_TARGET, converters, declared_options, target_presets
-from .errors import EdgeSDKError, InputError
-from .records import Parity
-from .runtimes import max_threads
+from .backends import max_threads
+from .conversion.formats import converters, declared_options, target_presets
+from .core.consoles import console, results_console
+from .core.errors import EdgeSDKError, InputError
+from .core.records import Parity
+from .tasks.classes import top_k
 
 log = logging.getLogger("edgesdk")
 
@@ -49,19 +49,30 @@ def _floats(value: str | None) -> tuple[float, ...] | None:
 
 
 def format_options(command: Any) -> Any:
-    """Add every CLI option the converters declare (edgesdk.options.Option) as a click option."""
+    """Add every CLI option the converters declare (edgesdk.core.options.Option) as a click option, and
+    its older names as hidden ones (warned about when used)."""
     types = {"int": int, "float": float, "str": str, "bool": bool, "list": str}
     for opt in reversed([o for o in declared_options() if o.cli]):
         kind = click.Choice(list(opt.choices)) if opt.choices else types[opt.kind]
-        command = click.option(opt.flag, opt.name, type=kind, default=opt.default,
-                               show_default=opt.default is not None, help=opt.help)(command)
+        for old in opt.renamed_from:
+            command = click.option("--" + old.replace("_", "-"), old, type=kind, hidden=True)(command)
+        command = click.option(opt.flag, opt.name, type=kind, help=opt.help + (
+            f" [default: {opt.default}]" if opt.default is not None else ""))(command)
     return command
 
 
 def _format_options(values: dict[str, Any]) -> dict[str, Any]:
-    """The click values of the declared options, parsed ('none' lists), None (not given) left out."""
-    by_name = {o.name: o for o in declared_options()}
-    return {k: by_name[k].parse_cli(v) for k, v in values.items() if v is not None}
+    """The click values of the declared options given, parsed ('none' lists); an old flag's value under
+    its current name, with a warning."""
+    by_name = {name: o for o in declared_options() for name in (o.name, *o.renamed_from)}
+    given = {k: by_name[k].parse_cli(v) for k, v in values.items() if v is not None}
+    for old in [k for k in given if k != by_name[k].name]:
+        new = by_name[old]
+        console.print(f"[yellow]--{old.replace('_', '-')} is now {new.flag}; the old flag goes in the next "
+                      "release.[/]", highlight=False)
+        given.setdefault(new.name, given[old])
+        del given[old]
+    return given
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -128,10 +139,10 @@ def convert(source: str | None, out: str, targets: str | None, precision: str | 
     function, so one that touches files or calls Python is refused without --trust-source. A (target,
     precision) that fails is listed in the table and the manifest, the others are kept, and the command
     exits 1; --strict writes nothing instead."""
-    from .bundle import check_output_dir
-    from .convert import convert as do_convert
-    from .parity import Tolerance
-    from .sources import load_source
+    from .conversion.pipeline import convert as do_convert
+    from .conversion.sources import load_source
+    from .core.bundle import check_output_dir
+    from .core.records import Tolerance
 
     if weights and not factory:
         raise click.UsageError("--weights goes with --factory (a state_dict needs code that builds the model).")
@@ -142,12 +153,10 @@ def convert(source: str | None, out: str, targets: str | None, precision: str | 
         model = load_source(source, factory=factory, weights=weights, input_shape=_shape(input_shape),
                             dynamic_batch=dynamic_batch, trust_source=trust_source, dynamic_axes=list(dynamic_axes))
         preprocess = _preprocess_flags(model, mean, std, resize, bgr)
-        preset = target_presets()[device] if device else None
-        target_list = _csv(targets) if targets else list(preset) if preset else [DEFAULT_TARGET]
-        precisions: Any = _csv(precision) if precision else (
-            {t: preset.get(t, ["fp32"]) for t in target_list} if preset else ["fp32"])
         bundle = do_convert(
-            model, targets=target_list, precisions=precisions, calib=calib, out=out, validation=validate,
+            model, targets=_csv(targets) if targets else None, precisions=_csv(precision) if precision else None,
+            target=device, calib=calib,
+            out=out, validation=validate,
             preprocess=preprocess, labels=labels, task=task, force=force, dynamic_batch=dynamic_batch,
             tolerance=Tolerance(fp32_max_abs=tolerance), tokenizer=tokenizer,
             options={"opset": opset, **_format_options(format_option_values)},
@@ -162,7 +171,7 @@ def convert(source: str | None, out: str, targets: str | None, precision: str | 
 
 def _preprocess_flags(model: Any, mean: str | None, std: str | None, resize: int | None, bgr: bool) -> Any:
     """The Preprocess --mean/--std/--resize/--bgr describe, over what the model carries; None if none is given."""
-    from .specs import Preprocess
+    from .core.images import Preprocess
 
     if not (any(v is not None for v in (mean, std, resize)) or bgr):
         return None
@@ -209,8 +218,7 @@ def _agreement(parity: Parity) -> str:
 def _load_inputs(rt: Any, paths: Sequence[str]) -> list[tuple[str, np.ndarray]]:
     """Each input -> (name, batch): images through the bundle's preprocessing, .npy as is, and for a bundle
     with a tokenizer, any argument that is not a file is a text."""
-    from .images import is_image_path, list_images, preprocess_image
-    from .specs import Preprocess
+    from .core.images import Preprocess, is_image_path, list_images, preprocess_image
 
     items: list[tuple[str, np.ndarray]] = []
     files: list[Path] = []
@@ -256,8 +264,8 @@ def _load_inputs(rt: Any, paths: Sequence[str]) -> list[tuple[str, np.ndarray]]:
 def run(model: str, inputs: Sequence[str], backend: str, precision: str, artifact: str | None,
         threads: int | None, k: int, as_json: bool) -> None:
     """Run MODEL (bundle folder or model file) on images, .npy arrays, or texts (a bundle with a tokenizer)."""
-    from .parity import is_class_scores
-    from .runtime import Runtime
+    from .conversion.parity import is_class_scores
+    from .running.runtime import Runtime
 
     with Runtime(model, backend=backend, precision=precision, artifact=artifact, threads=threads) as rt:
         results = []
@@ -269,7 +277,7 @@ def run(model: str, inputs: Sequence[str], backend: str, precision: str, artifac
             if is_class_scores(outputs[0]) and (rt.labels or rt.bundle.task == "classification"):
                 entry["top"] = top_k(outputs[0][0], k, rt.labels)
             elif rt.bundle.task == "text-embedding" and isinstance(arr, dict) and outputs[0].ndim == 3:
-                from .text import mean_pool
+                from .tasks.text import mean_pool
 
                 vector = mean_pool(outputs[0], arr["attention_mask"])[0]
                 entry["embedding"] = {"dims": int(vector.size), "tokens": int(arr["attention_mask"].sum()),
@@ -316,15 +324,15 @@ def run(model: str, inputs: Sequence[str], backend: str, precision: str, artifac
 def bench(model: str, runs: int, warmup: int, threads: int | None, backend: str, artifacts: Sequence[str],
           json_path: str | None, csv_path: str | None, mode: str, fleet: bool, address: str | None, data: str | None) -> None:
     """Benchmark every artifact of MODEL on every backend that runs it (here, or with --fleet on every device class)."""
-    from .bench import benchmark, write_csv
-    from .bundle import check_writable_parent
+    from .core.bundle import check_writable_parent
+    from .measuring.bench import benchmark, write_csv
 
     for report_path in filter(None, (json_path, csv_path)):  # before minutes of timing, not after
         check_writable_parent(Path(report_path), InputError)
     if fleet:
         if csv_path or mode != "latency" or backend != "auto" or artifacts:
             raise click.UsageError("--fleet times every artifact on every backend in latency mode; it writes --json.")
-        from .cli_fleet import bench_on_fleet
+        from .fleet.cli import bench_on_fleet
 
         return bench_on_fleet(model, runs, warmup, threads, address, data, json_path)
     if address or data:
@@ -368,8 +376,8 @@ def bench(model: str, runs: int, warmup: int, threads: int | None, backend: str,
 def profile(source: str | None, factory: str | None, weights: str | None, input_shape: str | None, top: int,
             as_json: bool) -> None:
     """Where a PyTorch model's cost is: parameters, FLOPs, size, activation memory, the costliest layers."""
+    from .conversion.sources import load_source
     from .optimize import measure_cost
-    from .sources import load_source
 
     if not source and not factory:
         raise click.UsageError("Give a SOURCE model file (TorchScript .pt, .pt2) or --factory pkg.module:function.")
@@ -402,9 +410,9 @@ def doctor(model: str | None, autotune: bool, hardware_root: str | None) -> None
     given a MODEL bundle, how the Runtime ranks its (backend, artifact) pairs here, and why."""
     import platform
 
-    from .converters import converters
-    from .hardware import read_profile
-    from .runtimes import backends
+    from .backends import backends
+    from .conversion.formats import converters
+    from .core.hardware import read_profile
 
     hw = read_profile(hardware_root or "/")
     results_console.print(f"[bold]edgesdk[/] {__import__('edgesdk').__version__} on Python {platform.python_version()}, "
@@ -431,7 +439,7 @@ def doctor(model: str | None, autotune: bool, hardware_root: str | None) -> None
                       ", ".join([*(f"{m} {_version(m)}" for m in ("torch", *c.modules, *c.optional)), *c.notes()]))
     results_console.print(table)
     if model:
-        from .runtime import Runtime
+        from .running.runtime import Runtime
 
         with Runtime(model, autotune=autotune, hardware=hw) as rt:
             results_console.print(f"[bold]{model}[/]: how the Runtime ranks it here")
@@ -439,7 +447,7 @@ def doctor(model: str | None, autotune: bool, hardware_root: str | None) -> None
 
 
 def _register_fleet_commands() -> None:
-    from .cli_fleet import report_command, sweep_command, worker_command
+    from .fleet.cli import report_command, sweep_command, worker_command
 
     for command in (sweep_command, report_command, worker_command):
         cli.add_command(command)

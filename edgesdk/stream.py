@@ -23,8 +23,8 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from .errors import InputError
-from .latency import LatencyLog
+from .core.errors import InputError
+from .measuring.latency import LatencyLog
 
 Stage = tuple[str, Callable[["Frame"], None]]
 

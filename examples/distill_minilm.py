@@ -5,8 +5,8 @@ unlabelled sentences (edgesdk.optimize.distill, loss="hidden"), then both go thr
     python -m examples.distill_minilm [--sentences 1500] [--epochs 4] [--json build/distill_minilm.json]
 
 The student starts from every other teacher layer (DistilBERT's initialisation) and learns the teacher's
-token states and sentence embeddings on unlabelled text: generated sentences (edgesdk.zoo.sample_sentences)
-and nine in ten of the standard library's docstring sentences (edgesdk.zoo.docstring_sentences). Rows:
+token states and sentence embeddings on unlabelled text: generated sentences (edgesdk.models.zoo.sample_sentences)
+and nine in ten of the standard library's docstring sentences (edgesdk.models.zoo.docstring_sentences). Rows:
 teacher and student, FP32 and INT8: parameters, ONNX size, p50 latency at sequence 128 / batch 1 / 2
 threads (interleaved rounds through edgesdk.Runtime), and the cosine of each sentence embedding to the
 teacher FP32's on three held-out sets: generated sentences, the tenth of the docstrings left out, and
@@ -26,10 +26,10 @@ import numpy as np
 import torch
 
 import edgesdk
-from edgesdk import zoo
+from edgesdk.models import zoo
 from edgesdk.optimize import distill
-from edgesdk.text import Tokenizer, mean_pool, tokenizer_file
-from edgesdk.timing import interleaved_rounds
+from edgesdk.running.timing import interleaved_rounds
+from edgesdk.tasks.text import Tokenizer, mean_pool, tokenizer_file
 
 SEQUENCE = ["input_ids:1=sequence", "attention_mask:1=sequence"]
 OTHER_STYLE = ["open the garage door", "what is the weather like tomorrow", "call my sister on her mobile phone",

@@ -32,7 +32,7 @@ from edgesdk.optimize import (
     prune_channels,
     train_qat,
 )
-from edgesdk.timing import percentiles, time_runs
+from edgesdk.running.timing import percentiles, time_runs
 
 X_SHAPE = (1, 1, 8, 8)
 

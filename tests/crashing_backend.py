@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edgesdk.runtimes.onnxruntime import OnnxRuntimeBackend
+from edgesdk.backends.onnxruntime import OnnxRuntimeBackend
 
 
 class _Faulty:
@@ -29,8 +29,8 @@ class _Faulty:
 class CrashingBackend(OnnxRuntimeBackend):
     name = "crashing"
 
-    def open(self, path: Path, threads: int | None = None, **options: Any) -> Any:
-        session = super().open(path, threads, **options)
+    def load(self, path: Path, threads: int | None = None, **options: Any) -> Any:
+        session = super().load(path, threads, **options)
         return _Faulty(session) if "int8" in Path(path).name else session
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from edgesdk.fleet import is_loopback
+from edgesdk.fleet.cluster import is_loopback
 
 
 def sockets_of_ray() -> tuple[list[tuple[str, int, str]], list[tuple[str, str]]]:

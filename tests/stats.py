@@ -6,7 +6,7 @@ reported by the benchmarks (benchmarks/compare_*.py) and the closing notes, not 
 
 from __future__ import annotations
 
-from edgesdk.accuracy import wilson_interval
+from edgesdk.measuring.accuracy import wilson_interval
 
 
 def below_noise(bar: float, lowest_seen: float, n: int) -> float:

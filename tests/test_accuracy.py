@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from edgesdk import CalibrationSet, Preprocess, TensorSpec, UsageError
-from edgesdk.accuracy import (
+from edgesdk.measuring.accuracy import (
     LabelledSet,
     class_index,
     classification_accuracy,

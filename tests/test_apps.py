@@ -129,7 +129,7 @@ def audio(tmp_path_factory):
     files["silence"] = _write_wav(folder / "silence.wav", np.zeros(16000 * 2))
     files["noise"] = _write_wav(folder / "noise.wav", rng.normal(0, 0.05, 16000 * 2))
     files["voice_8k"] = folder / "voice_8k.wav"  # a real recorded voice, at another rate
-    from edgesdk.audio import load_wav
+    from edgesdk.tasks.audio import load_wav
 
     _write_wav(files["voice_8k"], load_wav(Path("/usr/share/sounds/alsa/Front_Center.wav"), 8000), rate=8000)
     (folder / "notes.txt").write_text("not audio")

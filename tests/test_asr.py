@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgesdk import whisper
-from edgesdk.errors import ModelLoadError
+from edgesdk.core.errors import ModelLoadError
+from edgesdk.models import whisper
 
 
 def _say(text: str, path: Path, speed: int = 150, voice: str = "en-us") -> Path:

@@ -21,10 +21,10 @@ import pytest
 import torch
 
 import edgesdk
-from edgesdk.bundle import load_bundle
-from edgesdk.converters import converters
-from edgesdk.errors import EdgeSDKError, InputError, ModelLoadError
-from edgesdk.runtimes import adapt, backends
+from edgesdk.backends import adapt, backends
+from edgesdk.conversion.formats import converters
+from edgesdk.core.bundle import load_bundle
+from edgesdk.core.errors import EdgeSDKError, InputError, ModelLoadError
 from tests.conftest import smooth_batch
 from tests.models import tiny_cnn
 
@@ -35,7 +35,7 @@ def _fp32_artifact(bundle, backend):
     """The backend's own fp32 artifact in the every-format bundle (its first format that has one)."""
     for fmt in backend.formats:
         for art in bundle.artifacts:
-            if art.format == fmt and art.precision in ("fp32", "fp16") and art.format != "tensorrt":
+            if art.format == fmt and art.precision in ("fp32", "fp16"):
                 return art
     return None
 
@@ -45,8 +45,8 @@ def backend(request):
     b = next(b for b in backends() if b.name == request.param)
     ok, why = b.available()
     if not ok:
-        if b.name == "tensorrt":  # the one backend that needs hardware this machine lacks
-            pytest.skip(f"tensorrt needs an NVIDIA GPU host with TensorRT: {why[:120]}")
+        if b.needs_hardware:  # hardware this machine lacks: a skip that names it
+            pytest.skip(f"{b.name} needs {b.needs_hardware}: {why[:120]}")
         pytest.fail(f"backend {b.name} is not available: {why}")
     return b
 
@@ -63,7 +63,8 @@ def _open(backend, bundle, art, path=None):
 @pytest.fixture(scope="session")
 def dynamic_bundle(tmp_path_factory) -> Path:
     """The tiny CNN, converted with a dynamic batch to every format a registered backend runs."""
-    targets = sorted({f for b in backends() for f in b.formats} & {c.name for c in converters()} - {"tensorrt"})
+    on_hardware = {f for b in backends() if b.needs_hardware for f in b.formats}
+    targets = sorted({f for b in backends() for f in b.formats} & {c.name for c in converters()} - on_hardware)
     out = tmp_path_factory.mktemp("dynamic") / "tiny"
     edgesdk.convert(tiny_cnn(), torch.zeros(1, 3, 32, 32), targets=targets, precisions=["fp32"], out=out,
                     dynamic_batch=True)
@@ -182,7 +183,7 @@ def test_every_declared_precision_is_made_and_checked(converter, tmp_path, image
         wanted.remove("int8")  # (test_mobile: NCNN INT8 without them is a clear error)
     bundle = edgesdk.convert(tiny_cnn(), torch.zeros(1, 3, 32, 32), targets=[converter],
                              precisions={converter: wanted}, calib=image_folder,
-                             preprocess=tiny_preprocess, out=tmp_path / converter, options={"int8_float_nodes": []})
+                             preprocess=tiny_preprocess, out=tmp_path / converter, options={"onnx_float_nodes": []})
     made = {a.precision for a in bundle.artifacts if a.format == converter}
     assert made == set(wanted)
     for art in bundle.artifacts:
@@ -191,8 +192,8 @@ def test_every_declared_precision_is_made_and_checked(converter, tmp_path, image
 
 
 def _have_ncnn_tools() -> bool:
-    from edgesdk.converters.ncnn import int8_tools
-    from edgesdk.errors import BackendUnavailable
+    from edgesdk.conversion.formats.ncnn import int8_tools
+    from edgesdk.core.errors import BackendUnavailable
 
     try:
         return bool(int8_tools())
@@ -208,13 +209,13 @@ def test_a_closed_runtime_lets_its_session_go(every_format):
     import weakref
 
     import edgesdk
-    from edgesdk.runtimes import inner_session
+    from edgesdk.backends import inner_session
 
     bundle = edgesdk.load_bundle(every_format)
     checked = set()
     for art in bundle.artifacts:
         for backend in backends():
-            if art.format not in backend.formats or not backend.available()[0] or art.format == "tensorrt":
+            if art.format not in backend.formats or not backend.available()[0]:
                 continue
             rt = edgesdk.Runtime(every_format, artifact=art.id, backend=backend.name)
             session = weakref.ref(inner_session(rt._session))
@@ -231,7 +232,7 @@ def test_memory_is_handed_back_without_glibc(monkeypatch):
     """malloc_trim is glibc's: on musl or Android (no such symbol, or no libc.so.6) closing skips it quietly."""
     import ctypes
 
-    from edgesdk import runtime
+    from edgesdk.running import runtime
 
     class NoTrim:
         def __init__(self, name):

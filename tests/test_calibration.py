@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from edgesdk import CalibrationSet, Preprocess, TensorSpec
-from edgesdk.errors import CalibrationError
+from edgesdk.core.errors import CalibrationError
 from tests.conftest import smooth_batch
 
 SPEC = [TensorSpec("input", (1, 3, 32, 32), "float32", "NCHW")]

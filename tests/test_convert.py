@@ -7,8 +7,8 @@ import torch
 
 import edgesdk
 from edgesdk import Tolerance
-from edgesdk.errors import CalibrationError, ConversionError, ModelLoadError
-from edgesdk.sources import load_source
+from edgesdk.conversion.sources import load_source
+from edgesdk.core.errors import CalibrationError, ConversionError, ModelLoadError
 from tests.conftest import smooth_batch
 from tests.models import TinyMLP, Unexportable, tiny_cnn, tiny_mlp
 

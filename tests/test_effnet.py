@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import edgesdk
-from edgesdk.images import preprocess_image
-from edgesdk.runtimes import get_backend
+from edgesdk.backends import get_backend
+from edgesdk.core.images import preprocess_image
 from tests.stats import below_noise
 
 pytestmark = pytest.mark.integration
@@ -89,7 +89,7 @@ def test_tflite_fp32_and_int8(effnet_bundle, photos, tmp_path):
     # Full INT8 with int8 I/O from the same ONNX: onnx2tf's SavedModel comes from the cache.
     import torch
 
-    from edgesdk import zoo
+    from edgesdk.models import zoo
 
     calib, evaluation = photos
     full = edgesdk.convert(zoo.efficientnet_lite0(), torch.zeros(1, 3, 224, 224), targets=["tflite"],

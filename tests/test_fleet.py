@@ -18,9 +18,9 @@ import pytest
 import ray
 from ray.cluster_utils import Cluster
 
-from edgesdk.errors import UsageError
-from edgesdk.fleet import CONVERTER, BenchSettings, fleet_bench, is_loopback, loopback_only
-from edgesdk.sweep import load_spec, sweep
+from edgesdk.core.errors import UsageError
+from edgesdk.fleet.cluster import CONVERTER, BenchSettings, fleet_bench, is_loopback, loopback_only
+from edgesdk.fleet.sweep import load_spec, sweep
 from tests.loopback import assert_loopback_only
 
 TARGETS = ["onnx", "openvino", "tflite"]
@@ -87,8 +87,7 @@ def sweep_inputs(tmp_path_factory, image_folder: Path) -> dict:
     of 20 images and wrong on 6 (so the source scores 0.70), class names, and the broken model."""
     import torch
 
-    from edgesdk.images import list_images, preprocess_image
-    from edgesdk.specs import Preprocess
+    from edgesdk.core.images import Preprocess, list_images, preprocess_image
     from tests.models import tiny_cnn
 
     root = tmp_path_factory.mktemp("sweep-inputs")
@@ -213,7 +212,7 @@ def test_fleet_bench_command(time_bound, swept, cluster, tmp_path):
     assert [b["device_class"] for b in model["bench"]] == ["lab-ort", "lab-x86"]
     assert all(len(b["rows"]) >= 6 for b in model["bench"])
     with pytest.raises(UsageError, match="holds no labels"):
-        from edgesdk.cli_fleet import bench_on_fleet
+        from edgesdk.fleet.cli import bench_on_fleet
 
         bench_on_fleet(swept["models"]["tiny"]["bundle"], 5, 1, None, cluster.address, swept["models"]["tiny"]["bundle"], None)
 
@@ -256,7 +255,7 @@ def test_report_in_a_real_browser(time_bound, swept, tmp_path):
     """The HTML report opened by headless chromium: the chart and the tables are there, the tables sort."""
     from PIL import Image
 
-    from edgesdk.report import pareto_front, report
+    from edgesdk.measuring.report import pareto_front, report
 
     page = report(swept, tmp_path / "report.html")  # the results in hand: later tests re-run into the same folder
     assert (tmp_path / "tiny.png").is_file()
@@ -319,9 +318,9 @@ def test_device_classes_and_worker_line():
     """The class a device advertises comes from its HardwareProfile; `edgesdk worker` prints the ray start line."""
     from click.testing import CliRunner
 
-    from edgesdk.cli_fleet import worker_command
-    from edgesdk.fleet import check_class_name, device_class, ray_start_line
-    from edgesdk.hardware import read_profile
+    from edgesdk.core.hardware import read_profile
+    from edgesdk.fleet.cli import worker_command
+    from edgesdk.fleet.cluster import check_class_name, device_class, ray_start_line
 
     hw = Path(__file__).parent / "hwroots"
     assert device_class(read_profile(hw / "pi5")) == "rpi5"
@@ -347,8 +346,8 @@ def test_shipped_bundle_unpacks_whole_and_inside(tmp_path: Path, tiny_bundle: Pa
     import io
     import tarfile
 
-    from edgesdk.bundle import load_bundle
-    from edgesdk.fleet import pack_bundle, unpack_bundle
+    from edgesdk.core.bundle import load_bundle
+    from edgesdk.fleet.cluster import pack_bundle, unpack_bundle
 
     if not with_filter:
         monkeypatch.delattr(tarfile, "data_filter", raising=False)

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import edgesdk
-from edgesdk.converters import converters, format_table, target_presets
-from edgesdk.errors import ConversionError
+from edgesdk.conversion.formats import converters, format_table, target_presets
+from edgesdk.core.errors import ConversionError
 from tests.models import tiny_cnn
 from tests.test_cli import cli
 
@@ -20,7 +20,7 @@ def test_readme_format_table_is_the_generated_one():
     text = README.read_text()
     block = re.search(r"<!-- format-table:start -->\n(.*?)\n<!-- format-table:end -->", text, re.S)
     assert block, "README.md lost its format-table markers"
-    assert block.group(1) == format_table(), "regenerate with: python -c 'from edgesdk.converters import " \
+    assert block.group(1) == format_table(), "regenerate with: python -c 'from edgesdk.conversion.formats import " \
                                              "format_table; print(format_table())'"
 
 
@@ -49,7 +49,7 @@ def test_presets_are_the_converters_own():
     ({"tflite_int9": "full"}, r"Unknown conversion option 'tflite_int9' \(did you mean 'tflite_int8'\?\)"),
     ({"tflite_int8": "most"}, "must be one of selective, full"),
     ({"tflite_float_layers": "3"}, "must be a int"),
-    ({"int8_float_nodes": "stem"}, "must be a list"),
+    ({"onnx_float_nodes": "stem"}, "must be a list"),
 ])
 def test_options_are_validated_before_any_work(tmp_path, options, match):
     with pytest.raises(ConversionError, match=match):
@@ -57,9 +57,10 @@ def test_options_are_validated_before_any_work(tmp_path, options, match):
 
 
 def test_a_declared_option_reaches_its_converter(tmp_path, image_folder, tiny_preprocess):
-    """int8_overflow_fix=first_layer_only, NNCF's own value (what 'auto' picks on CPUs without VNNI)."""
+    """openvino_int8_overflow_fix=first_layer_only, NNCF's own value (what 'auto' picks on CPUs without VNNI)."""
     bundle = edgesdk.convert(tiny_cnn(), torch.zeros(1, 3, 32, 32), targets=["openvino"], precisions=["int8"],
                              calib=image_folder, preprocess=tiny_preprocess, out=tmp_path / "b",
-                             options={"int8_overflow_fix": "first_layer_only", "int8_fast_bias_correction": "full"})
+                             options={"openvino_int8_overflow_fix": "first_layer_only",
+                                      "openvino_int8_fast_bias_correction": "full"})
     quant = bundle.artifact("openvino-int8").quantization
     assert quant.details["overflow_fix"] == "first_layer_only" and quant.details["fast_bias_correction"] is False

@@ -12,17 +12,17 @@ import torch
 from click.testing import CliRunner
 
 import edgesdk
-import edgesdk.isolated
-import edgesdk.runtimes
-from edgesdk.errors import ConversionError
+import edgesdk.backends.registry
+import edgesdk.running.isolated
+from edgesdk.core.errors import ConversionError
 from tests.crashing_backend import BACKEND as CRASHING
 
 
 @pytest.fixture
 def crashing_first(monkeypatch):
     """The crashing backend registered ahead of the real ones, so parity of ONNX artifacts runs on it."""
-    registry = {"crashing": CRASHING, **edgesdk.runtimes._registry()}
-    monkeypatch.setattr(edgesdk.runtimes, "_registry", lambda: registry)
+    registry = {"crashing": CRASHING, **edgesdk.backends.registry._registry()}
+    monkeypatch.setattr(edgesdk.backends.registry, "_registry", lambda: registry)
 
 
 @pytest.mark.parametrize("fault,says", [("segv", "crashing crashed with SIGSEGV while running the artifact"),
@@ -30,7 +30,7 @@ def crashing_first(monkeypatch):
 def test_a_backend_that_crashes_fails_only_its_artifact(tmp_path, tiny_model, image_folder, crashing_first,
                                                         monkeypatch, fault, says):
     monkeypatch.setenv("EDGESDK_TEST_FAULT", fault)
-    monkeypatch.setattr(edgesdk.isolated, "CHILD_TIMEOUT_S", 5.0)
+    monkeypatch.setattr(edgesdk.running.isolated, "CHILD_TIMEOUT_S", 5.0)
     parent = os.getpid()
     bundle = edgesdk.convert(tiny_model, torch.zeros(1, 3, 32, 32), targets=["onnx", "openvino"],
                              precisions=["fp32", "int8"], calib=image_folder, out=tmp_path / "b")

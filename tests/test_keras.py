@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import edgesdk
-from edgesdk.errors import ModelLoadError
-from edgesdk.sources import KerasSource, load_source
+from edgesdk.conversion.sources import KerasSource, load_source
+from edgesdk.core.errors import ModelLoadError
 from tests.conftest import smooth_batch
 from tests.test_cli import cli
 

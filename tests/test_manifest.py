@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 import edgesdk
-from edgesdk.bundle import load_bundle
-from edgesdk.errors import ModelLoadError
-from edgesdk.migrations import SCHEMA_VERSION
-from edgesdk.records import ArtifactIO, Parity, Quantization
+from edgesdk.core.bundle import load_bundle
+from edgesdk.core.errors import ModelLoadError
+from edgesdk.core.migrations import SCHEMA_VERSION
+from edgesdk.core.records import ArtifactIO, Parity, Quantization
 
 
 def _copy(tmp_path, tiny_bundle):
@@ -48,9 +48,9 @@ def test_records_round_trip_through_the_manifest(tiny_bundle):
 def test_parity_says_where_it_was_measured_and_the_ranking_says_so_elsewhere(tmp_path, tiny_bundle):
     import platform
 
-    from edgesdk.hardware import HardwareProfile
-    from edgesdk.parity import Tolerance
-    from edgesdk.runtimes import rank
+    from edgesdk.backends import rank
+    from edgesdk.conversion.parity import Tolerance
+    from edgesdk.core.hardware import HardwareProfile
 
     bundle = load_bundle(tiny_bundle)
     assert {a.parity.arch for a in bundle.artifacts} == {platform.machine()}

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import edgesdk
-from edgesdk.errors import InputError, ModelLoadError
-from edgesdk.hardware import read_profile
-from edgesdk.runtimes import get_backend
+from edgesdk.backends import get_backend
+from edgesdk.core.errors import InputError, ModelLoadError
+from edgesdk.core.hardware import read_profile
 from tests.conftest import smooth_batch
 from tests.models import tiny_cnn
 from tests.stats import TINY_MIN_COSINE, cosine
@@ -147,7 +147,7 @@ def test_explain_and_bench_report_execution_precision(ov_bundle):
 
 
 def test_devices(ov_bundle, x):
-    from edgesdk.errors import BackendUnavailable
+    from edgesdk.core.errors import BackendUnavailable
 
     with edgesdk.Runtime(ov_bundle, artifact="openvino-fp32", device="AUTO") as rt:
         assert rt.run(x).shape == (1, 10)

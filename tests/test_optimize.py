@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import edgesdk
-from edgesdk.errors import ConversionError
+from edgesdk.core.errors import ConversionError
 from edgesdk.optimize import fuse_conv_bn, measure_cost
 from tests.models import tiny_cnn
 from tests.test_cli import cli
@@ -164,7 +164,7 @@ def test_hidden_state_distillation_teaches_a_shallower_encoder():
 
     import numpy as np
 
-    from edgesdk.errors import UsageError
+    from edgesdk.core.errors import UsageError
     from edgesdk.optimize import distill
     from tests.models import tiny_bert, token_batches
 

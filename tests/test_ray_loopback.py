@@ -7,7 +7,7 @@ import os
 
 import ray
 
-from edgesdk.fleet import connect, is_loopback
+from edgesdk.fleet.cluster import connect, is_loopback
 from tests.loopback import assert_loopback_only
 
 

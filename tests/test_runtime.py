@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import edgesdk
-from edgesdk.errors import EdgeSDKError, InputError, ModelLoadError
+from edgesdk.core.errors import EdgeSDKError, InputError, ModelLoadError
 from tests.conftest import smooth_batch
 from tests.models import tiny_cnn
 from tests.stats import TINY_MIN_COSINE, cosine

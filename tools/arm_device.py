@@ -74,7 +74,7 @@ def run_everywhere(bundle_dir: Path, feeds_file: Path, out_dir: Path, isolate: b
     each pair in its own process, so a runtime that crashes (a signal, as under emulation) costs that
     pair, recorded with the signal, not the whole check."""
     import edgesdk
-    from edgesdk.runtimes import backends
+    from edgesdk.backends import backends
 
     done = []
     for art in edgesdk.load_bundle(bundle_dir).artifacts:
@@ -176,7 +176,7 @@ def doctor() -> dict[str, Any]:
 
 
 def main(exchange: Path) -> int:
-    from edgesdk.hardware import read_profile
+    from edgesdk.core.hardware import read_profile
 
     profile = read_profile()
     report: dict[str, Any] = {"machine": platform.machine(), "profile": profile.summary(), "device": profile.device,

@@ -82,7 +82,7 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=5)
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from edgesdk.fleet import BenchSettings, fleet_bench
+    from edgesdk.fleet.cluster import BenchSettings, fleet_bench
 
     ensure_binfmt()
     ensure_root(ROOT)

@@ -7,7 +7,7 @@ import io
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..errors import InputError, require
+from ..core.errors import InputError, require
 
 
 @dataclass

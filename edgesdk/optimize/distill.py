@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ..errors import require
+from ..core.errors import require
 
 
 def distillation_loss(student_logits: Any, teacher_logits: Any, labels: Any, temperature: float = 4.0,
@@ -50,7 +50,7 @@ def distill(student: Any, teacher: Any, batches: Callable[[], Iterable[tuple[Any
     plus the labels (classifiers); loss="hidden": token states and sentence embeddings (encoders; the
     batches' labels are ignored and may be None)."""
     if loss not in ("kl", "hidden"):
-        from ..errors import UsageError
+        from ..core.errors import UsageError
 
         raise UsageError(f"loss must be 'kl' (classifiers) or 'hidden' (encoders), not {loss!r}.")
     torch = require("torch", "torch", "Distillation")

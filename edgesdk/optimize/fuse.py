@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ConversionError, require
+from ..core.errors import ConversionError, require
 
 
 @dataclass

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from ..errors import ConversionError, require
+from ..core.errors import ConversionError, require
 
 
 def prune_unstructured(model: Any, amount: float, method: str = "l1") -> Any:

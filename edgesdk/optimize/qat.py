@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConversionError, require
+from ..core.errors import ConversionError, require
 
 
 def prepare_qat(model: Any, example_input: Any, reduce_range: bool = True) -> Any:

@@ -1,0 +1,1 @@
+"""The models that ship inside PyPI packages (zoo) and Whisper: sources for convert(), not part of it."""
