@@ -93,3 +93,13 @@ def test_an_fp32_artifact_that_does_not_match_is_failed_not_shipped(tmp_path, ti
         edgesdk.convert(tiny_model, torch.zeros(1, 3, 32, 32), out=tmp_path / "b",
                         tolerance=edgesdk.Tolerance(fp32_max_abs=0.0, fp32_noise_factor=0.0))
     assert not (tmp_path / "b").exists()
+
+
+def test_a_relative_output_folder_is_checked_in_the_child_processes(tmp_path, tiny_model, monkeypatch):
+    """`edgesdk convert -o build/x` (make demo): the children run in a folder of their own, so they are given
+    absolute paths; relative ones failed every artifact with 'Model file not found'."""
+    monkeypatch.chdir(tmp_path)
+    bundle = edgesdk.convert(tiny_model, torch.zeros(1, 3, 32, 32), targets=["onnx", "openvino"], out="build/rel",
+                             strict=True)
+    assert [a.id for a in bundle.artifacts] == ["onnx-fp32", "openvino-fp32"] and not bundle.failed
+    assert all(a.parity.measured and a.latency_ms for a in bundle.artifacts)

@@ -77,7 +77,8 @@ class BackendProcess:
     def open(self, key: str, path: Path, precision: str, inputs: list[TensorSpec], outputs: list[TensorSpec],
              io: ArtifactIO) -> dict[str, Any]:
         """Load the artifact in the child; the reply says its problems (I/O contract) or its own input specs."""
-        command = {"cmd": "open", "key": key, "path": str(path), "precision": precision,
+        # Absolute: the child runs in a folder of its own, where a path relative to ours means nothing.
+        command = {"cmd": "open", "key": key, "path": str(Path(path).resolve()), "precision": precision,
                    "inputs": [s.to_dict() for s in inputs], "outputs": [s.to_dict() for s in outputs],
                    "io": io.to_dict()}
         self._opened[key] = command
