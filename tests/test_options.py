@@ -144,3 +144,15 @@ def test_an_old_cli_flag_maps_to_its_new_name(capsys):
     assert "--int8-method is now --onnx-int8-method" in capsys.readouterr().err
     help_text = cli.get_command(None, "convert").get_help(__import__("click").Context(cli))
     assert "--onnx-int8-method" in help_text and "--int8-method" not in help_text.replace("--onnx-int8-method", "")
+
+
+def test_every_int8_artifact_records_its_recipe(every_format):
+    """edgesdk.conversion.int8.recorded: the same details["recipe"] on the INT8 artifact of every converter
+    that has recipes to choose from (the tiny CNN: "cnn"), not only on transformer ones."""
+    recipes = {c.name: c.int8_recipes for c in converters()}
+    checked = []
+    for art in edgesdk.load_bundle(every_format).artifacts:
+        if art.precision == "int8" and "cnn" in recipes[art.format]:
+            assert art.quantization.details.get("recipe") == "cnn", (art.id, art.quantization)
+            checked.append(art.format)
+    assert {"onnx", "openvino", "tflite", "executorch", "tensorrt"} <= set(checked)

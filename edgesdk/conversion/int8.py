@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..core.options import Option
+from ..core.records import Quantization
 
 RECIPES = ("auto", "cnn", "transformer")
 RECIPE_OPTION = Option("int8_recipe", "str", "auto", "The INT8 recipe: cnn (static, calibrated on every op), "
@@ -39,6 +40,13 @@ def graph_kind(model: Any) -> str:
     if ops & ATTENTION_OPS or ("Softmax" in ops and activation_matmuls(model)):
         return "transformer"
     return "cnn"
+
+
+def recorded(quant: Quantization, recipe: str) -> Quantization:
+    """The record with the recipe that made the artifact (details["recipe"]: "cnn" or "transformer"), the
+    same key on every INT8 artifact whichever converter made it."""
+    quant.details = {"recipe": recipe, **quant.details}
+    return quant
 
 
 def choose_recipe(asked: str, kind: Callable[[], str]) -> str:

@@ -24,7 +24,7 @@ from ...core.bundle import Artifact
 from ...core.errors import CalibrationError, ConversionError, first_line
 from ...core.options import Option
 from ...core.records import ArtifactIO, Quantization
-from ..int8 import choose_recipe, fx_graph_kind, tail_nodes
+from ..int8 import choose_recipe, fx_graph_kind, recorded, tail_nodes
 from . import ConversionJob, Converter
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,8 @@ def quantize(module: Any, example: tuple[Any, ...], job: ConversionJob) -> tuple
     recipe = choose_recipe(job.options["int8_recipe"], lambda: fx_graph_kind(_export(module, example).module()))
     if recipe == "transformer":
         return quantize_dynamic(module, example)
-    return quantize_static(module, example, job)
+    quantized, quant = quantize_static(module, example, job)
+    return quantized, recorded(quant, "cnn")
 
 
 def quantize_static(module: Any, example: tuple[Any, ...], job: ConversionJob) -> tuple[Any, Quantization]:

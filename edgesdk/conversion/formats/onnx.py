@@ -16,7 +16,7 @@ from ...core.bundle import Artifact
 from ...core.errors import CalibrationError, ConversionError
 from ...core.options import Option
 from ...core.records import Quantization
-from ..int8 import activation_matmuls, graph_kind, int8_recipe, output_tail
+from ..int8 import activation_matmuls, graph_kind, int8_recipe, output_tail, recorded
 from ..onnx_tools import DEFAULT_OPSET, describe_error, save_slim  # noqa: F401 - DEFAULT_OPSET re-exported
 from . import ConversionJob, Converter, export_source
 
@@ -49,7 +49,7 @@ def quantize_int8(fp32: Path, out: Path, job: ConversionJob, symmetric: bool = F
         return _quantize_transformer(fp32, out, model)
     calib = job.calibration
     if calib is None:
-        return _quantize_dynamic(fp32, out, {n.op_type for n in model.graph.node})
+        return recorded(_quantize_dynamic(fp32, out, {n.op_type for n in model.graph.node}), "cnn")
     calib.check_representative()
     method = job.options["onnx_int8_method"]
     exclude = job.options["onnx_float_nodes"]
@@ -58,13 +58,13 @@ def quantize_int8(fp32: Path, out: Path, job: ConversionJob, symmetric: bool = F
     extra = _static_settings(method, job, symmetric)
     with tempfile.TemporaryDirectory() as tmp:
         _quantize_static(_pre_processed(fp32, Path(tmp) / "pre.onnx"), out, calib, method, exclude, extra, symmetric)
-    return Quantization(
+    return recorded(Quantization(
         method="static QDQ",
         activations="int8 per-tensor symmetric" if symmetric else "uint8 per-tensor",
         weights="int8 per-channel symmetric",
         calibration=f"{method}" + (f" {extra['CalibPercentile']}" if "CalibPercentile" in extra else ""),
         calibration_samples=len(calib), calibration_source=calib.source, float_nodes=list(exclude),
-    )
+    ), "cnn")
 
 
 def _quantize_transformer(fp32: Path, out: Path, model: Any) -> Quantization:

@@ -20,6 +20,7 @@ from ...core.errors import CalibrationError, ConversionError
 from ...core.hardware import read_profile
 from ...core.options import Option
 from ...core.records import Quantization
+from ..int8 import recorded
 from . import ConversionJob, Converter, onnx_for
 
 log = logging.getLogger(__name__)
@@ -144,7 +145,7 @@ class OpenVINOConverter(Converter):
             versions["nncf"] = nncf.__version__
             quantize = _quantize_transformer if recipe == "transformer" else _quantize
             quantized, quant = quantize(model, job, tail)
-            return save(quantized, "model.int8", compress=False), quant
+            return save(quantized, "model.int8", compress=False), recorded(quant, recipe)
         raise ConversionError(f"OpenVINO has no precision '{precision}'; choose from {self.precisions}.")
 
 

@@ -40,7 +40,7 @@ from ...core.errors import BackendUnavailable, CalibrationError, ConversionError
 from ...core.options import Option
 from ...core.records import ArtifactIO, Quantization
 from ...core.stdio import last_lines, quiet_stdout
-from ..int8 import tail_nodes
+from ..int8 import recorded, tail_nodes
 from . import ConversionJob, Converter, onnx_for
 
 log = logging.getLogger(__name__)
@@ -433,7 +433,7 @@ class TFLiteConverter(Converter):
             return "model.int8.tflite", data, quant
         if precision == "int8":
             data, quant = quantize_int8(saved_model, job, io_perms.inputs, fp32_bytes)
-            return "model.int8.tflite", data, quant
+            return "model.int8.tflite", data, recorded(quant, "cnn")
         raise ConversionError(f"TFLite has no precision '{precision}'; choose from {self.precisions}.")
 
     def _convert_plain(self, saved_model: Path) -> bytes:
