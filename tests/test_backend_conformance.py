@@ -5,7 +5,9 @@
   - raise ModelLoadError for a truncated and for a garbage file,
   - give each of several threads its own results, identical to sequential runs,
   - on an artifact converted with dynamic_batch=True: run batches of 1, 3 and 5 with the source's
-    outputs where it claims `dynamic_batch`, else refuse a batch other than the artifact's with InputError.
+    outputs where it claims `dynamic_batch`, else refuse a batch other than the artifact's with InputError,
+  - on a model that returns (tensor, {dict with a list}) converted with outputs= picking three of them:
+    return exactly those, by name and in the order asked, with the source's values.
 A new backend passes these, or lists the cases it cannot pass in `Backend.conformance_skips` with the
 reason. And every converter: each precision it declares yields an artifact that a backend (or its
 declared proxy) measured, with no parity problem."""
@@ -28,7 +30,8 @@ from edgesdk.core.errors import EdgeSDKError, InputError, ModelLoadError
 from tests.conftest import smooth_batch
 from tests.models import tiny_cnn
 
-CASES = ("outputs", "bad_inputs", "close", "corrupt_files", "threads", "dynamic_batch")
+CASES = ("outputs", "bad_inputs", "close", "corrupt_files", "threads", "dynamic_batch", "structured_outputs")
+PICKED = ["feats.1", "output0", "scores"]  # outputs= for the structured model: out of forward's order
 
 
 def _fp32_artifact(bundle, backend):
@@ -71,11 +74,39 @@ def dynamic_bundle(tmp_path_factory) -> Path:
     return out
 
 
+class Structured(torch.nn.Module):
+    """Ultralytics' eval layout in small: (predictions, {"boxes", "scores", "feats": [two maps]})."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.head = torch.nn.Conv2d(8, 6, 1)
+
+    def forward(self, x: torch.Tensor) -> tuple:
+        f = torch.relu(self.conv(x))
+        p = self.head(f).flatten(2)
+        return p, {"boxes": p[:, :4], "scores": torch.sigmoid(p[:, 4:]),
+                   "feats": [f, torch.nn.functional.avg_pool2d(f, 2)]}
+
+
+@pytest.fixture(scope="session")
+def structured_bundle(tmp_path_factory) -> Path:
+    """Structured, converted to every format a registered backend runs, keeping three outputs by name."""
+    on_hardware = {f for b in backends() if b.needs_hardware for f in b.formats}
+    targets = sorted({f for b in backends() for f in b.formats} & {c.name for c in converters()} - on_hardware)
+    out = tmp_path_factory.mktemp("structured") / "det"
+    edgesdk.convert(Structured().eval(), torch.zeros(1, 3, 16, 16), targets=targets, precisions=["fp32"], out=out,
+                    outputs=PICKED, strict=True)
+    return out
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_backend_conforms(backend, every_format, case, tmp_path, request):
     _case(backend, case)
-    if case == "dynamic_batch":
-        every_format = request.getfixturevalue("dynamic_bundle")
+    if case in ("dynamic_batch", "structured_outputs"):
+        every_format = request.getfixturevalue({"dynamic_batch": "dynamic_bundle",
+                                                "structured_outputs": "structured_bundle"}[case])
     bundle = load_bundle(every_format)
     art = _fp32_artifact(bundle, backend)
     assert art is not None, f"the every-format bundle has no artifact {backend.name} runs"
@@ -173,6 +204,20 @@ def _check_dynamic_batch(backend, bundle, art, tmp_path):
             np.testing.assert_allclose(out, ref, atol=1e-4)
     finally:
         session.close()
+
+
+def _check_structured_outputs(backend, bundle, art, tmp_path):
+    assert [o.name for o in bundle.outputs] == PICKED
+    x = smooth_batch(1, (3, 16, 16), seed=5)
+    with torch.no_grad():
+        pred, extra = Structured().eval()(torch.from_numpy(x))
+    want = {"feats.1": extra["feats"][1], "output0": pred, "scores": extra["scores"]}
+    with edgesdk.Runtime(bundle.path, backend=backend.name, artifact=art.id) as rt:
+        got = rt.run_dict(x)
+        assert list(got) == PICKED
+        for name in PICKED:
+            np.testing.assert_allclose(got[name], want[name].numpy(), atol=1e-4, err_msg=name)
+        assert list(rt.run_dict(x, outputs=["scores", "output0"])) == ["scores", "output0"]
 
 
 @pytest.mark.parametrize("converter", [c.name for c in converters()])

@@ -72,3 +72,15 @@ def test_bad_sources_are_clear_errors(tmp_path):
     (tmp_path / "bad.npy").write_bytes(b"not numpy")
     with pytest.raises(CalibrationError, match="numpy"):
         CalibrationSet.from_any(tmp_path / "bad.npy", SPEC)
+
+
+def test_a_dict_of_batches_is_split_into_samples_and_a_bad_value_is_a_calibration_error():
+    """{input name: batch}, as a multi-input model's calibration is most easily given (it used to be read
+    as an iterable of its keys and crash with a raw ValueError)."""
+    inputs = [TensorSpec("input_ids", (1, "sequence"), "int64"), TensorSpec("attention_mask", (1, "sequence"), "int64")]
+    ids = np.arange(40, dtype=np.int64).reshape(5, 8)
+    cal = CalibrationSet.from_any({"input_ids": ids, "attention_mask": np.ones((5, 8), np.int64)}, inputs)
+    assert len(cal) == 5
+    np.testing.assert_array_equal(list(cal)[3]["input_ids"], ids[3:4])
+    with pytest.raises(CalibrationError, match="cannot be read as the input's int64"):
+        CalibrationSet.from_any([{"input_ids": np.array([["a", "b"]]), "attention_mask": np.ones((1, 2))}], inputs)

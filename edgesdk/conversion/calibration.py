@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +88,8 @@ class CalibrationSet:
         if hasattr(data, "numpy") and hasattr(data, "shape"):  # a torch tensor
             return cls.from_arrays(_split_batch(np.asarray(data.detach().cpu().numpy())), inputs, "a tensor",
                                    max_samples)
+        if isinstance(data, Mapping):  # {input name: batch of samples}, as an .npz file holds them
+            return cls.from_arrays([data], inputs, "a dict of arrays", max_samples)
         if isinstance(data, Iterable):
             return cls.from_arrays(data, inputs, "an iterable", max_samples)
         raise CalibrationError(f"Cannot use a {type(data).__name__} as calibration data.")
@@ -248,7 +250,11 @@ def _as_dtype(value: Any, dtype: str | None) -> np.ndarray:
     array = np.asarray(value)
     if wanted.kind in "iub" and array.dtype.kind == "f" and not np.array_equal(array, np.round(array)):
         raise CalibrationError(f"Calibration data holds fractional values for an input of dtype {wanted}.")
-    return array.astype(wanted if wanted.kind != "f" else np.float32, copy=False)
+    try:
+        return array.astype(wanted if wanted.kind != "f" else np.float32, copy=False)
+    except (TypeError, ValueError) as exc:
+        raise CalibrationError(f"Calibration data of type {array.dtype} cannot be read as the input's {wanted} "
+                               f"({exc}): give arrays, or a dict of arrays by input name.") from None
 
 
 def _looks_like_noise(sample: np.ndarray) -> str:

@@ -37,7 +37,11 @@ TIMING_ROUNDS = 3
 
 
 def _as_source(model: Any, example_input: Any, dynamic_batch: bool, trust_source: bool = False,
-               dynamic_axes: Any = None) -> SourceModel:
+               dynamic_axes: Any = None, outputs: Sequence[str] | None = None) -> SourceModel:
+    if outputs and (isinstance(model, (SourceModel, str, os.PathLike)) or _is_keras(model)):
+        raise ConversionError("outputs= picks among a torch module's outputs; this source keeps the outputs it "
+                              "declares (load a torch file with edgesdk.conversion.sources.load_source and "
+                              "pass the module itself, or cut an ONNX file with onnx.utils.extract_model).")
     if isinstance(model, SourceModel):
         return model
     if isinstance(model, (str, os.PathLike)):
@@ -53,7 +57,7 @@ def _as_source(model: Any, example_input: Any, dynamic_batch: bool, trust_source
         return KerasSource(model)
     if example_input is None:
         raise ConversionError("Converting a torch module needs an example input, e.g. torch.randn(1, 3, 224, 224).")
-    return from_module(model, example_input, dynamic_batch=dynamic_batch, dynamic_axes=dynamic_axes)
+    return from_module(model, example_input, dynamic_batch=dynamic_batch, dynamic_axes=dynamic_axes, outputs=outputs)
 
 
 def _is_keras(model: Any) -> bool:
@@ -281,6 +285,7 @@ def convert(
     tokenizer: str | os.PathLike | None = None,
     strict: bool = False,
     target: str | None = None,
+    outputs: Sequence[str] | None = None,
 ) -> Bundle:
     """Convert a model to every (target, precision) asked for and write a bundle folder at `out`.
 
@@ -294,13 +299,14 @@ def convert(
     "detection", "other") decides how reduced precisions are judged. dynamic_axes keeps axes beyond the
     batch dynamic ({"input_ids": {1: "sequence"}} or ["input_ids:1=sequence"]). trust_source=True converts a
     SavedModel with file-system or Python-calling ops (it runs here). tokenizer (default: the model's) is
-    copied into the bundle, so Runtime.run("some text") works with only the `tokenizers` package."""
+    copied into the bundle, so Runtime.run("some text") works with only the `tokenizers` package. Outputs
+    in any structure get names from their paths (structure.py); outputs=["output0"] keeps only those."""
     step = progress or (lambda msg: log.info("%s", msg))
     out_path = Path(out)
     check_output_dir(out_path, force)  # fail before any slow work
     plan, options = _check_request(options, task, target, targets, precisions)
     step("Loading the source model")
-    source = _as_source(model, example_input, dynamic_batch, trust_source, dynamic_axes)
+    source = _as_source(model, example_input, dynamic_batch, trust_source, dynamic_axes, outputs)
     prepared = replace(_prepare(source, calib, validation, preprocess, labels, task, step), dynamic_batch=dynamic_batch)
     with staged_dir(out_path, force) as stage, BackendProcesses() as children:
         prepared.checker.children = children
@@ -380,7 +386,7 @@ def _check_request(options: dict[str, Any] | None, task: str | None, target: str
 
 #: convert()'s own keywords: one way in for each setting, so they are not options as well.
 KEYWORDS = ("task", "dynamic_batch", "dynamic_axes", "tolerance", "preprocess", "labels", "calib", "validation",
-            "tokenizer", "target", "strict", "force", "trust_source")
+            "tokenizer", "target", "strict", "force", "trust_source", "outputs")
 
 
 def _check_not_keywords(options: Mapping[str, Any]) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.errors import ConversionError, ModelLoadError, first_line, require
+from ..core.errors import ConversionError, EdgeSDKError, ModelLoadError, first_line, require
 from ..core.specs import (
     DynamicAxes,
     TensorSpec,
@@ -25,6 +25,7 @@ from ..core.specs import (
     random_feeds,
     resize_axes,
 )
+from .structure import flat_module, flatten_named, is_flat, select
 
 log = logging.getLogger(__name__)
 
@@ -63,14 +64,29 @@ def _names(given: Sequence[str] | None, count: int, stem: str) -> list[str]:
 
 
 def _flatten_outputs(out: Any) -> list[Any]:
-    if isinstance(out, dict):
-        return [v for v in out.values()]
-    if isinstance(out, (tuple, list)):
-        flat: list[Any] = []
-        for o in out:
-            flat.extend(_flatten_outputs(o))
-        return flat
-    return [out]
+    return [leaf for _, leaf in flatten_named(out)]
+
+
+_SHAPE_WORDS = ("shape", "size of tensor", "sizes", "mat1 and mat2", "expected input", "dimension", "channels")
+
+
+def source_failed(exc: BaseException, shapes: list[list[int]]) -> ConversionError:
+    """The error for a source model that raised on its example: the exception, and the line of the
+    user's code it came from (the innermost frame outside torch), so the user can see what broke. Only
+    a failure that reads as a shape mismatch points at --input-shape."""
+    import traceback
+
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if f"{os.sep}torch{os.sep}" not in f.filename and f"{os.sep}edgesdk{os.sep}" not in f.filename]
+    where = (f" at {frames[-1].filename}:{frames[-1].lineno} in {frames[-1].name}"
+             + (f" (`{frames[-1].line}`)" if frames[-1].line else "")) if frames else ""
+    message = f"{exc.__class__.__name__}: {first_line(exc)}"
+    hint = (" The input does not fit the model: check --input-shape / example_input."
+            if any(w in message.lower() for w in _SHAPE_WORDS) else
+            " The model itself raised: fix it, or pick its outputs with outputs= / --outputs if it is its "
+            "output that edgesdk cannot read.")
+    return ConversionError(f"The source model failed on its example input of shape {shapes}{where}: {message}."
+                           f"{hint}")
 
 
 class TorchSource(SourceModel):
@@ -90,16 +106,18 @@ class TorchSource(SourceModel):
         description: str = "",
         dynamic_batch: bool = False,
         dynamic_axes: Any = None,
+        outputs: Sequence[str] | None = None,
     ):
         torch = require("torch", "torch", "Converting a PyTorch model")
         try:
             module.eval()
         except (AttributeError, NotImplementedError):  # a torch.export program's module has no eval()
             pass
-        self.module = module
-        names, values = _named_examples(module, example_inputs, input_names)
+        names, values, by_keyword = _named_examples(module, example_inputs, input_names)
         self.example_inputs = tuple(x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
                                     for x in values)
+        self.module, flat_names = _flat_form(module, names, self.example_inputs, by_keyword, outputs)
+        self.selected_outputs = list(outputs) if outputs else None
         self.description = description or type(module).__name__
         self.dynamic_batch = dynamic_batch
         self.dynamic_axes = _merge_axes(names, [x.dim() for x in self.example_inputs], dynamic_batch,
@@ -108,19 +126,17 @@ class TorchSource(SourceModel):
                                   str(x.dtype).replace("torch.", ""), guess_layout(tuple(x.shape)))
                        for n, x in zip(names, self.example_inputs)]
         outs = self._checked_run(self.example_feeds())
-        onames = _names(output_names, len(outs), "output")
+        onames = _names(output_names, len(outs), "output") if output_names else flat_names
         dims = self._output_dims(outs)
         self.outputs = [TensorSpec(n, d, str(o.dtype), None) for n, o, d in zip(onames, outs, dims)]
 
     def _checked_run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         try:
             return self.run(feeds)
+        except EdgeSDKError:
+            raise
         except Exception as exc:
-            raise ConversionError(
-                f"The source model failed on its example input of shape "
-                f"{[list(f.shape) for f in feeds.values()]}: {exc.__class__.__name__}: {first_line(exc)}. "
-                "Check --input-shape / example_input."
-            ) from exc
+            raise source_failed(exc, [list(f.shape) for f in feeds.values()]) from exc
 
     def _output_dims(self, outs: list[np.ndarray]) -> list[tuple[Any, ...]]:
         """Each output's shape, symbolic where it follows a dynamic axis: "batch" for the first dimension
@@ -167,6 +183,7 @@ class TorchSource(SourceModel):
         with torch.no_grad():
             return [o.detach().numpy() for o in _flatten_outputs(self.module(*args))]
 
+
     def export_onnx(self, path: Path, opset: int, dynamic_batch: bool = False) -> dict[str, str]:
         import torch
 
@@ -193,24 +210,64 @@ def _forward_params(module: Any) -> list[str]:
     return names
 
 
-def _named_examples(module: Any, examples: Any, given: Sequence[str] | None) -> tuple[list[str], list[Any]]:
-    """(input names, example values in forward's order) from a tuple or a dict of examples."""
+def _named_examples(module: Any, examples: Any, given: Sequence[str] | None) -> tuple[list[str], list[Any], bool]:
+    """(input names, example values, whether they go in by keyword) from a tuple of examples in
+    forward's order or a dict by forward's parameter names. A dict that is not the first parameters in
+    order (it skips one, or names a keyword-only parameter) is passed by keyword."""
     params = _forward_params(module)
     if isinstance(examples, Mapping):
         keys = list(examples)
-        if params and sorted(keys) != sorted(params[:len(keys)]):
-            raise ConversionError(f"The example input names {keys} must be the first parameters of the model's "
-                                  f"forward {params}: edgesdk passes inputs by position.")
-        names = params[:len(keys)] if params else keys
-        if given and list(given) != names:
-            raise ConversionError(f"input_names {list(given)} differ from the example's names {names}.")
-        return names, [examples[n] for n in names]
+        if given and sorted(given) != sorted(keys):
+            raise ConversionError(f"input_names {list(given)} differ from the example's names {keys}.")
+        accepted = _keyword_params(module)
+        unknown = [k for k in keys if accepted is not None and k not in accepted]
+        if unknown:
+            raise ConversionError(f"The example inputs {unknown} are not parameters of the model's forward "
+                                  f"{sorted(accepted or [])}.")
+        positional = bool(params) and sorted(keys) == sorted(params[:len(keys)])
+        names = params[:len(keys)] if positional else keys
+        return names, [examples[n] for n in names], not positional
     values = list(examples)
     if given:
-        return _names(given, len(values), "input"), values
+        return _names(given, len(values), "input"), values, False
     if (len(values) == 1 and _is_float(values[0])) or len(params) < len(values):
-        return _names(None, len(values), "input"), values
-    return params[:len(values)], values
+        return _names(None, len(values), "input"), values, False
+    return params[:len(values)], values, False
+
+
+def _keyword_params(module: Any) -> set[str] | None:
+    """The names forward takes by keyword; None where it takes any (**kwargs) or cannot be read."""
+    import inspect
+
+    try:
+        params = inspect.signature(module.forward).parameters.values()
+    except (TypeError, ValueError, AttributeError):
+        return None
+    if any(p.kind == p.VAR_KEYWORD for p in params):
+        return None
+    return {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
+def _flat_form(module: Any, names: list[str], examples: tuple[Any, ...], by_keyword: bool,
+               wanted: Sequence[str] | None) -> tuple[Any, list[str]]:
+    """(the module in the form exporters take, its output names): the module itself when it takes
+    positional tensors and returns a tensor or a flat tuple and no selection is asked for; else a wrapper
+    (structure.flat_module) that flattens and selects."""
+    import torch
+
+    try:
+        with torch.no_grad():
+            out = module(**dict(zip(names, examples))) if by_keyword else module(*examples)
+    except Exception as exc:
+        raise source_failed(exc, [list(x.shape) for x in examples]) from exc
+    named = flatten_named(out)
+    if not named:
+        raise ConversionError("The model returned no tensors on its example input (only None or empty "
+                              "containers): there is nothing to convert.")
+    selected = select(named, wanted)
+    if is_flat(out) and not by_keyword and not wanted:
+        return module, [n for n, _ in selected]
+    return flat_module(module, names, by_keyword, wanted), [n for n, _ in selected]
 
 
 def _is_float(value: Any) -> bool:
@@ -522,6 +579,7 @@ def load_source(
     dynamic_batch: bool = False,
     trust_source: bool = False,
     dynamic_axes: Any = None,
+    outputs: Sequence[str] | None = None,
 ) -> SourceModel:
     """Open a source model from the CLI's arguments: a model file, or a factory with optional weights.
     A factory's module may carry its own example (`example_inputs`: a tuple or a dict by name, e.g. token
@@ -535,7 +593,7 @@ def load_source(
         examples = carried if carried is not None and input_shape is None else _example_from_shape(
             input_shape or getattr(module, "input_shape", None), f"Factory {factory}")
         return TorchSource(module, examples, description=factory, dynamic_batch=dynamic_batch,
-                           dynamic_axes=dynamic_axes)
+                           dynamic_axes=dynamic_axes, outputs=outputs)
     if path is None:
         raise ModelLoadError("Give a model file (.onnx, TorchScript .pt, torch.export .pt2, .keras, .h5, a "
                              "SavedModel folder) or --factory.")
@@ -545,13 +603,16 @@ def load_source(
     if not p.is_file():
         raise ModelLoadError(f"Model file not found: {p}")
     suffix = p.suffix.lower()
+    if outputs and suffix not in _TORCH_FILES:
+        raise ConversionError(f"--outputs picks among a torch model's outputs; {p.name} keeps the outputs it "
+                              "declares (cut an ONNX file with onnx.utils.extract_model).")
     if suffix == ".onnx" and not dynamic_axes:
         return OnnxSource(p, input_shape)
     if suffix in (".keras", ".h5", ".hdf5"):
         return load_keras(p, input_shape)
-    if suffix in (".pt2", ".pt", ".pth", ".jit", ".ts", ".torchscript"):
+    if suffix in _TORCH_FILES:
         load = _load_exported if suffix == ".pt2" else _load_torchscript
-        return load(p, input_shape, dynamic_batch, dynamic_axes)
+        return load(p, input_shape, dynamic_batch, dynamic_axes, outputs)
     if dynamic_axes:
         raise ConversionError(f"Dynamic axes apply to torch sources; {p.name} keeps the shapes it declares "
                               "(an ONNX file's symbolic dimensions stay symbolic).")
@@ -559,7 +620,11 @@ def load_source(
                          "torch.export .pt2, Keras .keras/.h5, a SavedModel folder, or --factory with --weights.")
 
 
-def _load_exported(p: Path, input_shape: Sequence[int] | None, dynamic_batch: bool, dynamic_axes: Any) -> SourceModel:
+_TORCH_FILES = (".pt2", ".pt", ".pth", ".jit", ".ts", ".torchscript")
+
+
+def _load_exported(p: Path, input_shape: Sequence[int] | None, dynamic_batch: bool, dynamic_axes: Any,
+                   outputs: Sequence[str] | None = None) -> SourceModel:
     """A torch.export program (.pt2); its own example inputs unless a shape is given."""
     torch = require("torch", "torch", f"Reading {p.name}")
     try:
@@ -573,10 +638,11 @@ def _load_exported(p: Path, input_shape: Sequence[int] | None, dynamic_batch: bo
     if not examples:
         examples = _example_from_shape(None, str(p))
     return TorchSource(program.module(), examples, description=str(p), dynamic_batch=dynamic_batch,
-                       dynamic_axes=dynamic_axes)
+                       dynamic_axes=dynamic_axes, outputs=outputs)
 
 
-def _load_torchscript(p: Path, input_shape: Sequence[int] | None, dynamic_batch: bool, dynamic_axes: Any) -> SourceModel:
+def _load_torchscript(p: Path, input_shape: Sequence[int] | None, dynamic_batch: bool, dynamic_axes: Any,
+                      outputs: Sequence[str] | None = None) -> SourceModel:
     """A TorchScript archive; a plain checkpoint of weights is told to use --factory."""
     torch = require("torch", "torch", f"Reading {p.name}")
     try:
@@ -588,4 +654,4 @@ def _load_torchscript(p: Path, input_shape: Sequence[int] | None, dynamic_batch:
             "--factory package.module:function --weights FILE."
         ) from None
     return TorchSource(module, _example_from_shape(input_shape, f"TorchScript file {p.name}"),
-                       description=str(p), dynamic_batch=dynamic_batch, dynamic_axes=dynamic_axes)
+                       description=str(p), dynamic_batch=dynamic_batch, dynamic_axes=dynamic_axes, outputs=outputs)

@@ -258,9 +258,15 @@ class Runtime:
             self.last_latencies_s.append(time.perf_counter() - t0)
         return outputs
 
-    def run_dict(self, inputs: Inputs) -> dict[str, np.ndarray]:
-        """Outputs by name."""
-        return dict(zip((s.name for s in self.outputs), self.run_all(inputs)))
+    def run_dict(self, inputs: Inputs, outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Outputs by name (the names conversion gave them: "output0", "logits", "feats.1"); only those
+        asked for, in that order, when outputs is given."""
+        names = [s.name for s in self.outputs]
+        unknown = [o for o in outputs or () if o not in names]
+        if unknown:
+            raise InputError(f"This model has no output named {unknown}; its outputs are {names}.")
+        by_name = dict(zip(names, self.run_all(inputs)))
+        return {o: by_name[o] for o in outputs} if outputs else by_name
 
     def _feeds(self, inputs: Inputs) -> dict[str, np.ndarray]:
         # The common calls kept short (a tiny model's whole run is tens of microseconds): one array, or

@@ -75,6 +75,11 @@ class Converter(Plugin):
         """Facts for `edgesdk doctor` beyond its libraries (e.g. whether NCNN's INT8 tools are found)."""
         return []
 
+    def missing_for(self, precision: str) -> str | None:
+        """Why this machine cannot make `precision` though the converter is installed (a tool it needs is
+        absent); None when it can."""
+        return None
+
     def convert(self, job: ConversionJob) -> list[Artifact]:
         """Write the requested precisions of this format into job.stage; return their records
         (parity is filled in afterwards by edgesdk.convert)."""

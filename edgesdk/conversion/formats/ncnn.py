@@ -105,6 +105,15 @@ class NCNNConverter(Converter):
         except BackendUnavailable:
             return ["int8: ncnn2table/ncnn2int8 not found (README: NCNN INT8)"]
 
+    def missing_for(self, precision: str) -> str | None:
+        if precision != "int8":
+            return None
+        try:
+            int8_tools()
+        except BackendUnavailable as exc:
+            return str(exc)
+        return None
+
     def convert(self, job: ConversionJob) -> list[Artifact]:
         self.require()
         pnnx = pnnx_binary()

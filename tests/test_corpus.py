@@ -1,0 +1,109 @@
+"""The models users bring (issue 28): Ultralytics YOLOv8n and YOLO11n modules converted straight from
+the module to every format with FP32 parity and the detection app running each artifact; eight Hugging
+Face families with a dynamic sequence (or batch) axis; timm/torchvision mobile CNNs and hybrids. Random
+init and small configs (tests/corpus.py); the full models x formats x precisions table is
+benchmarks/coverage.py's."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import edgesdk
+from edgesdk.conversion.formats import converters
+from edgesdk.core.records import Tolerance
+from tests.corpus import CASES, CNN_CASES, TRANSFORMER_CASES, YOLO_SIZE, Case
+
+
+def _formats() -> list[str]:
+    """Every format this machine can make (TensorRT's converter writes the ONNX its device builds from)."""
+    return [c.name for c in converters() if c.available()[0]]
+
+
+def _assert_accepted(bundle) -> None:
+    for art in bundle.artifacts:
+        ok, why = Tolerance().accepts(art.precision, art.parity)
+        assert ok, f"{art.id}: {why}"
+
+
+@pytest.mark.parametrize("name", ["yolov8n", "yolo11n"])
+def test_a_yolo_module_converts_to_every_format_and_the_detect_app_runs_each(name, tmp_path, image_folder, capsys):
+    module, example = CASES[name].make()
+    bundle = edgesdk.convert(module, example, targets=_formats(), precisions=["fp32"], out=tmp_path / name,
+                             outputs=["output0"], task="detection", strict=True)
+    assert sorted({a.format for a in bundle.artifacts}) == sorted(_formats())
+    assert [o.name for o in bundle.outputs] == ["output0"]
+    cells = (YOLO_SIZE // 8) ** 2 + (YOLO_SIZE // 16) ** 2 + (YOLO_SIZE // 32) ** 2
+    assert tuple(bundle.outputs[0].shape) == (1, 84, cells)
+    _assert_accepted(bundle)
+
+    from apps import detect
+
+    for art in bundle.artifacts:
+        if art.format == "tensorrt":  # its engine is built on an NVIDIA device; parity ran on its ONNX
+            continue
+        capsys.readouterr()
+        rc = detect.main([str(image_folder), "--model", str(tmp_path / name), "--artifact", art.id, "--json",
+                          "--conf", "0.0", "--max-det", "5", "--log", str(tmp_path / f"{art.id}.jsonl")])
+        assert rc == 0, art.id
+        results = json.loads(capsys.readouterr().out)
+        assert len(results["results"]) == len(list(image_folder.iterdir())), art.id
+        assert all(len(r["detections"]) == 5 for r in results["results"]), art.id  # conf 0: max-det boxes
+
+
+def test_every_yolo_output_keeps_its_name_and_value(tmp_path):
+    module, example = CASES["yolov8n"].make()
+    bundle = edgesdk.convert(module, example, targets=["onnx"], out=tmp_path / "all", strict=True)
+    assert [o.name for o in bundle.outputs] == ["output0", "boxes", "scores", "feats.0", "feats.1", "feats.2"]
+    x = np.random.default_rng(1).random(example.shape, np.float32)
+    with torch.no_grad():
+        pred, extra = module(torch.from_numpy(x))
+    got = edgesdk.Runtime(tmp_path / "all").run_dict(x, outputs=["feats.2", "output0"])
+    np.testing.assert_allclose(got["feats.2"], extra["feats"][2].numpy(), rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(got["output0"], pred.numpy(), rtol=1e-3, atol=1e-2)  # boxes are pixels
+
+
+def _longer(case: Case, example: dict) -> dict:
+    """The example at a length (or batch) it was not exported at: the dynamic axis must hold."""
+    axes = case.convert_kwargs.get("dynamic_axes")
+    if not axes:  # a dynamic batch
+        return {k: np.concatenate([v.numpy()] * 3) for k, v in example.items()}
+    rng = np.random.default_rng(2)
+    out = {}
+    for k, v in example.items():
+        shape = list(v.shape)
+        shape[1] += 7 * (1 if v.dtype == torch.int64 else 320)
+        out[k] = (rng.integers(5, 1000, shape) if v.dtype == torch.int64 and k == "input_ids" else
+                  np.ones(shape) if v.dtype == torch.int64 else rng.standard_normal(shape)).astype(v.numpy().dtype)
+    return out
+
+
+@pytest.mark.parametrize("name", [c.name for c in TRANSFORMER_CASES])
+def test_a_transformer_family_converts_with_its_dynamic_axis(name, tmp_path):
+    case = CASES[name]
+    module, example = case.make()
+    bundle = edgesdk.convert(module, example, targets=["onnx", "openvino"], out=tmp_path / name, strict=True,
+                             **case.convert_kwargs)
+    _assert_accepted(bundle)
+    feeds = _longer(case, example)
+    with torch.no_grad():
+        want = module(**{k: torch.from_numpy(v) for k, v in feeds.items()})[0].numpy()
+    for art in bundle.artifacts:
+        with edgesdk.Runtime(tmp_path / name, artifact=art.id) as rt:
+            got = rt.run_all(feeds)[0]
+        np.testing.assert_allclose(got, want, atol=1e-4 * max(1.0, float(np.abs(want).max())), err_msg=art.id)
+
+
+@pytest.mark.parametrize("name", [c.name for c in CNN_CASES])
+def test_a_mobile_cnn_or_hybrid_converts(name, tmp_path):
+    case = CASES[name]
+    module, example = case.make()
+    # Hybrids' TFLite (onnx2tf: a minute each, and efficientvit_b0's mismatches) is coverage.py's to report.
+    targets = ["onnx", "openvino", "tflite"] if case.family == "cnn" else ["onnx", "openvino"]
+    bundle = edgesdk.convert(module, example, targets=targets, out=tmp_path / name, strict=True,
+                             **case.convert_kwargs)
+    _assert_accepted(bundle)
+    assert {a.format for a in bundle.artifacts} == set(targets)
