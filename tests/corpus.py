@@ -3,12 +3,13 @@
 nothing downloaded. The tests convert them (tests/test_corpus.py) and `benchmarks/coverage.py` runs the
 whole corpus through every format and precision.
 
-ultralytics, timm and torchvision are test dependencies (the Makefile installs them); edgesdk never
-imports them. PyPI's torchvision 0.28.0 (the release paired with torch 2.13.0) is a CUDA build: its
-compiled ops cannot load beside the CPU torch. Its models and transforms are Python and work; it only
-fails to import because it registers fake kernels for two ops its library would have defined.
-import_torchvision() defines those two op schemas (no kernels) first, so models build and run; NMS and
-the other compiled ops stay unavailable, and nothing here needs them."""
+ultralytics, timm and torchvision are test dependencies; edgesdk never imports them. The Makefile
+installs them into .venv/corpus, which only use_corpus_packages() puts on sys.path: PyPI's torchvision
+0.28.0 (the release paired with torch 2.13.0) is a CUDA build whose compiled ops cannot load beside the
+CPU torch, and in the venv itself transformers would import it and fail. Its models and transforms are
+Python and work; it only fails to import because it registers fake kernels for two ops its library
+would have defined. import_torchvision() defines those two op schemas (no kernels) first, so models
+build and run; NMS and the other compiled ops stay unavailable, and nothing here needs them."""
 
 from __future__ import annotations
 
@@ -42,8 +43,18 @@ class Case:
         return self.build()
 
 
+CORPUS_PACKAGES = os.path.join(sys.prefix, "corpus")  # .venv/corpus (the Makefile's setup)
+
+
+def use_corpus_packages() -> None:
+    """Put the corpus' own packages (ultralytics, timm, torchvision) on sys.path, once."""
+    if CORPUS_PACKAGES not in sys.path:
+        sys.path.append(CORPUS_PACKAGES)
+
+
 def import_torchvision() -> Any:
     """torchvision, importable beside the CPU torch (see the module docstring)."""
+    use_corpus_packages()
     try:
         import torchvision
 
@@ -172,7 +183,17 @@ def _vit() -> tuple[Any, Any]:
 
 
 def _audio_calib(n: int) -> dict[str, np.ndarray]:
-    return {"input_values": np.random.default_rng(5).standard_normal((n, 4000)).astype(np.float32)}
+    """Recorded voices (Debian's alsa-utils): windows of 4000 samples, normalized as Wav2Vec2's extractor does."""
+    import wave
+    from pathlib import Path
+
+    windows = []
+    for path in sorted(Path("/usr/share/sounds/alsa").glob("[FRS]*.wav")):
+        with wave.open(str(path)) as w:
+            pcm = np.frombuffer(w.readframes(w.getnframes()), np.int16).astype(np.float32) / 32768
+        windows += [pcm[i:i + 4000] for i in range(0, len(pcm) - 4000, 12000) if np.abs(pcm[i:i + 4000]).max() > 0.05]
+    picked = np.stack(windows[:n])
+    return {"input_values": (picked - picked.mean(1, keepdims=True)) / (picked.std(1, keepdims=True) + 1e-7)}
 
 
 def _vit_calib(n: int) -> dict[str, np.ndarray]:

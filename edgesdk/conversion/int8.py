@@ -84,8 +84,10 @@ def tail_nodes(nodes: list[Any], inputs: list[list[Any]], outputs: list[list[Any
 
 def fx_graph_kind(graph_module: Any) -> str:
     """graph_kind on an exported torch FX graph (ExecuTorch's route has no ONNX): "transformer" for a
-    softmax and a matmul of two activations (attention), else "cnn"."""
+    fused attention op (transformers' default sdpa) or a softmax and a matmul of two activations, else "cnn"."""
     nodes = [n for n in graph_module.graph.nodes if n.op == "call_function"]
+    if any("scaled_dot_product_attention" in str(n.target) for n in nodes):
+        return "transformer"
     softmax = any("softmax" in str(n.target) for n in nodes)
     attention = softmax and any(any(k in str(n.target) for k in ("matmul", "bmm")) and
                                 all(i.op == "call_function" for i in n.all_input_nodes) for n in nodes)

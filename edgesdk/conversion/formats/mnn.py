@@ -68,6 +68,7 @@ class MNNConverter(Converter):
         with tempfile.TemporaryDirectory() as tmp:
             onnx_path = fixed_shapes(onnx_for(job, Path(tmp)), job.source.inputs, job.source.example_feeds(),
                                      Path(tmp) / "fixed.onnx", "mnn")
+            onnx_path = _without_isnan(onnx_path, Path(tmp) / "no_isnan.onnx")
             for precision in job.precisions:
                 if precision not in _PRECISIONS:
                     raise ConversionError(f"MNN has no precision '{precision}'; choose from {self.precisions}.")
@@ -76,6 +77,35 @@ class MNNConverter(Converter):
                 made.append(Artifact(file=file, format="mnn", precision=precision, layout=layout,
                                      versions=dict(versions), quantization=copy.deepcopy(record)))
         return made
+
+
+def _without_isnan(onnx_path: Path, out: Path) -> Path:
+    """MNN's converter has no IsNaN ("These Op Not Support: ONNX::IsNaN"), which transformers' attention masks
+    use: IsNaN(x) becomes Not(Equal(x, x)), the same for every float (NaN is the one value unequal to
+    itself). The path itself when the graph has none."""
+    import onnx
+    from onnx import helper
+
+    model = onnx.load(str(onnx_path))
+    graphs = [model.graph, *(a.g for n in model.graph.node for a in n.attribute if a.HasField("g"))]
+    changed = False
+    for graph in graphs:
+        nodes = []
+        for node in graph.node:
+            if node.op_type != "IsNaN":
+                nodes.append(node)
+                continue
+            same = f"{node.output[0]}__equal_self"
+            nodes += [helper.make_node("Equal", [node.input[0], node.input[0]], [same], name=f"{node.name}_equal"),
+                      helper.make_node("Not", [same], list(node.output), name=f"{node.name}_not")]
+            changed = True
+        graph.ClearField("node")
+        graph.node.extend(nodes)
+    if not changed:
+        return onnx_path
+    log.info("MNN: IsNaN rewritten as Not(Equal(x, x)) (MNN's converter has no IsNaN).")
+    onnx.save(model, str(out))
+    return out
 
 
 def _mnnconvert(onnx_path: Path, out: Path, flags: list[str]) -> None:
