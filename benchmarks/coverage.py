@@ -75,7 +75,7 @@ def convert_case(name: str, formats: list[str], out: Path) -> dict[str, Any]:
                                  **case.convert_kwargs)
     except edgesdk.EdgeSDKError as exc:  # nothing was made: every cell failed the same way
         reason = str(exc)[:400]
-        return {f"{f}-{p}": {"state": "failed", "stage": "source", "reason": reason}
+        return {f"{f}-{p}": {"state": "failed", "stage": "conversion (no artifact made)", "reason": reason}
                 for f in formats for p in precisions[f]} | not_here | {"_seconds": time.perf_counter() - started}
     cells = {f"{a.format}-{a.precision}": _cell_of_artifact(a) for a in bundle.artifacts}
     cells |= {f"{f.target}-{f.precision}": _cell_of_failure(f) for f in bundle.failed}
@@ -111,6 +111,8 @@ def main() -> None:
     parser.add_argument("--formats", help="comma-separated [default: every format this machine can make]")
     parser.add_argument("--json", help="write the cells here")
     parser.add_argument("--markdown", help="write the README table here")
+    parser.add_argument("--update", action="store_true", help="merge these cells into the --json file's (re-run "
+                        "one format or model after a fix)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     formats, missing = _available_formats()
@@ -123,6 +125,11 @@ def main() -> None:
             results[name] = convert_case(name, formats, Path(tmp) / name)
             ok = sum(1 for k, v in results[name].items() if not k.startswith("_") and v["state"] == "ok")
             sys.stderr.write(f"{name}: {ok} ok of {len(results[name]) - 1} in {results[name]['_seconds']:.0f} s\n")
+    if args.update and args.json and Path(args.json).is_file():
+        earlier = json.loads(Path(args.json).read_text())
+        formats = sorted(set(earlier["formats"]) | set(formats))
+        results = {name: {**earlier["models"].get(name, {}), **results.get(name, {})}
+                   for name in [*earlier["models"], *(n for n in results if n not in earlier["models"])]}
     table = markdown(results, formats, missing)
     print(table)
     print("\n".join(problems(results)))

@@ -69,19 +69,30 @@ def int8_tools() -> dict[str, Path]:
     return {t: Path(p) for t, p in found.items() if p}
 
 
-def _one_sample(spec: TensorSpec) -> list[int]:
-    """A shape with batch 1: NCNN runs one sample at a time."""
-    return [1, *spec.concrete_shape()[1:]] if spec.shape else []
+def _one_sample(spec: TensorSpec, example: tuple[int, ...] | None = None) -> list[int]:
+    """A shape with batch 1: NCNN runs one sample at a time. Axes beyond the batch that are dynamic take
+    the example's sizes (fixed_shapes fixed the ONNX file at them; pnnx must be told the same)."""
+    if not spec.shape:
+        return []
+    return [1, *(example[1:] if example is not None else spec.concrete_shape()[1:])]
+
+
+def example_shapes(job: ConversionJob) -> tuple[list[tuple[int, ...]], list[tuple[int, ...]]]:
+    """(input shapes, output shapes) at the example: the sizes a fixed-shape artifact has."""
+    feeds = job.source.example_feeds()
+    return [feeds[s.name].shape for s in job.source.inputs], [o.shape for o in job.source.run(feeds)]
 
 
 def sidecar(job: ConversionJob, precision: str) -> dict[str, object]:
     """The blob names, shapes and dtypes the backend checks inputs against, in the source's order."""
-    def entry(prefix: str, i: int, spec: TensorSpec) -> dict[str, object]:
-        return {"name": f"{prefix}{i}", "shape": _one_sample(spec), "dtype": spec.dtype}
+    ins, outs = example_shapes(job)
+
+    def entry(prefix: str, i: int, spec: TensorSpec, shape: tuple[int, ...]) -> dict[str, object]:
+        return {"name": f"{prefix}{i}", "shape": _one_sample(spec, shape), "dtype": spec.dtype}
 
     return {"format": "edgesdk-ncnn-io", "version": 1, "precision": precision,
-            "inputs": [entry("in", i, s) for i, s in enumerate(job.source.inputs)],
-            "outputs": [entry("out", i, s) for i, s in enumerate(job.source.outputs)]}
+            "inputs": [entry("in", i, s, x) for i, (s, x) in enumerate(zip(job.source.inputs, ins))],
+            "outputs": [entry("out", i, s, x) for i, (s, x) in enumerate(zip(job.source.outputs, outs))]}
 
 
 class NCNNConverter(Converter):
@@ -151,7 +162,8 @@ class NCNNConverter(Converter):
         if precision not in self.precisions:
             raise ConversionError(f"NCNN has no precision '{precision}'; choose from {self.precisions}.")
         fp16 = precision == "fp16"
-        param, binary = run_pnnx(pnnx, onnx_path, job.source.inputs, tmp / precision, fp16=fp16)
+        param, binary = run_pnnx(pnnx, onnx_path, job.source.inputs, tmp / precision, fp16=fp16,
+                                 shapes=example_shapes(job)[0])
         if precision == "int8":
             return quantize_int8(param, binary, job, tmp / "int8-work", job.stage / stem)
         shutil.copy(param, job.stage / f"{stem}.param")
@@ -159,18 +171,31 @@ class NCNNConverter(Converter):
         return Quantization(method="pnnx fp16=1", weights="float16") if fp16 else Quantization()
 
 
-def run_pnnx(pnnx: Path, onnx_path: Path, inputs: list[TensorSpec], work: Path, fp16: bool) -> tuple[Path, Path]:
-    """(param, bin) of the ONNX model by pnnx, run in `work`."""
+def run_pnnx(pnnx: Path, onnx_path: Path, inputs: list[TensorSpec], work: Path, fp16: bool,
+             shapes: list[tuple[int, ...]] | None = None) -> tuple[Path, Path]:
+    """(param, bin) of the ONNX model by pnnx, run in `work`; shapes: the example's input shapes."""
     work.mkdir(parents=True, exist_ok=True)
     model = Path(shutil.copy(onnx_path, work / "model.onnx"))  # pnnx writes its files beside its input
-    shapes = ",".join(f"[{','.join(str(d) for d in _one_sample(s))}]{_PNNX_DTYPES.get(s.dtype, 'f32')}"
-                      for s in inputs)
-    log.info("Running pnnx on %s (inputshape=%s)", model.name, shapes)
-    run_tool([str(pnnx), str(model), f"inputshape={shapes}", f"fp16={int(fp16)}"], "pnnx", cwd=work, timeout=1800)
+    given = shapes or [None] * len(inputs)
+    text = ",".join(f"[{','.join(str(d) for d in _one_sample(s, x))}]{_PNNX_DTYPES.get(s.dtype, 'f32')}"
+                    for s, x in zip(inputs, given))
+    log.info("Running pnnx on %s (inputshape=%s)", model.name, text)
+    run_tool([str(pnnx), str(model), f"inputshape={text}", f"fp16={int(fp16)}"], "pnnx", cwd=work, timeout=1800)
     param, binary = work / "model.ncnn.param", work / "model.ncnn.bin"
     if not param.is_file() or not binary.is_file():
         raise ConversionError("pnnx reported success but wrote no model.ncnn.param / .bin.")
+    _check_layers(param)
     return param, binary
+
+
+def _check_layers(param: Path) -> None:
+    """pnnx writes an operator it has no ncnn layer for under its torch name (torch.unbind, F.xxx,
+    pnnx.xxx); ncnn then refuses the whole file. Say which, at conversion."""
+    kinds = {line.split()[0] for line in param.read_text().splitlines()[2:] if line.split()}
+    foreign = sorted(k for k in kinds if "." in k)
+    if foreign:
+        raise ConversionError(f"pnnx has no ncnn layer for {', '.join(foreign)}: ncnn cannot load the model. "
+                              "Rewrite that part of the model (e.g. unbind as indexing), or choose another format.")
 
 
 def quantize_int8(param: Path, binary: Path, job: ConversionJob, work: Path, out_stem: Path) -> Quantization:
