@@ -83,9 +83,10 @@ def example_shapes(job: ConversionJob) -> tuple[list[tuple[int, ...]], list[tupl
     return [feeds[s.name].shape for s in job.source.inputs], [o.shape for o in job.source.run(feeds)]
 
 
-def sidecar(job: ConversionJob, precision: str) -> dict[str, object]:
-    """The blob names, shapes and dtypes the backend checks inputs against, in the source's order."""
-    ins, outs = example_shapes(job)
+def sidecar(job: ConversionJob, precision: str, ins: list[tuple[int, ...]], outs: list[tuple[int, ...]]
+            ) -> dict[str, object]:
+    """The blob names, shapes and dtypes the backend checks inputs against, in the source's order;
+    ins/outs: example_shapes(job)."""
 
     def entry(prefix: str, i: int, spec: TensorSpec, shape: tuple[int, ...]) -> dict[str, object]:
         return {"name": f"{prefix}{i}", "shape": _one_sample(spec, shape), "dtype": spec.dtype}
@@ -138,10 +139,11 @@ class NCNNConverter(Converter):
         with tempfile.TemporaryDirectory() as tmp:
             onnx_path = fixed_shapes(onnx_for(job, Path(tmp)), job.source.inputs, job.source.example_feeds(),
                                      Path(tmp) / "fixed.onnx", "ncnn")
+            shapes = example_shapes(job)  # one run of the source, for every precision's pnnx call and .json
             for precision in job.precisions:
                 stem = "model.ncnn" if precision == "fp32" else f"model.{precision}.ncnn"
-                quant = self._one_precision(precision, pnnx, onnx_path, job, Path(tmp), stem)
-                (job.stage / f"{stem}.json").write_text(json.dumps(sidecar(job, precision), indent=1))
+                quant = self._one_precision(precision, pnnx, onnx_path, job, Path(tmp), stem, shapes[0])
+                (job.stage / f"{stem}.json").write_text(json.dumps(sidecar(job, precision, *shapes), indent=1))
                 made.append(Artifact(file=f"{stem}.param", format="ncnn", precision=precision,
                                      layout=job.source.inputs[0].layout if job.source.inputs else None,
                                      versions=dict(versions), quantization=quant, io=io,
@@ -158,12 +160,12 @@ class NCNNConverter(Converter):
                                   "openvino or tflite for this model.")
 
     def _one_precision(self, precision: str, pnnx: Path, onnx_path: Path, job: ConversionJob, tmp: Path,
-                       stem: str) -> Quantization:
+                       stem: str, example: list[tuple[int, ...]]) -> Quantization:
         if precision not in self.precisions:
             raise ConversionError(f"NCNN has no precision '{precision}'; choose from {self.precisions}.")
         fp16 = precision == "fp16"
         param, binary = run_pnnx(pnnx, onnx_path, job.source.inputs, tmp / precision, fp16=fp16,
-                                 shapes=example_shapes(job)[0])
+                                 shapes=example)
         if precision == "int8":
             return quantize_int8(param, binary, job, tmp / "int8-work", job.stage / stem)
         shutil.copy(param, job.stage / f"{stem}.param")
