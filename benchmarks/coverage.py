@@ -55,7 +55,8 @@ def _cell_of_artifact(art: Any) -> dict[str, Any]:
     if p.detection is not None:
         figure["detection"] = p.detection.to_dict()
     accepted, why = Tolerance().accepts(art.precision, p)
-    return {"state": "ok" if accepted else "mismatch", "backend": p.backend, **figure,
+    route = {"route": art.versions["route"]} if "route" in art.versions else {}  # TFLite: which route made it
+    return {"state": "ok" if accepted else "mismatch", "backend": p.backend, **route, **figure,
             **({} if accepted else {"stage": "parity", "reason": why})}
 
 

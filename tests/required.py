@@ -18,6 +18,7 @@ MODULES = {
     "onnxscript": "the dynamo ONNX exporter", "onnxslim": "ONNX simplification", "openvino": "OpenVINO",
     "nncf": "OpenVINO INT8", "tensorflow": "Keras sources and the TFLite converter", "keras": "Keras sources",
     "tf2onnx": "Keras -> ONNX", "onnx2tf": "torch/ONNX -> TFLite", "tf_keras": "onnx2tf",
+    "litert_torch": "torch -> TFLite where onnx2tf fails",
     "ai_edge_litert": "the TFLite backend", "jsonschema": "manifest validation", "PIL": "images",
     "click": "the CLI", "rich": "the CLI", "silero_vad": "the speech app's VAD",
     "pymicro_wakeword": "the speech app's wake words", "pymicro_features": "the speech app's features",

@@ -178,3 +178,49 @@ def test_truncated_onnx_source(tmp_path, tiny_bundle):
     (tmp_path / "t.onnx").write_bytes(data[: len(data) // 2])
     with pytest.raises(ModelLoadError, match="not a valid ONNX"):
         load_source(tmp_path / "t.onnx")
+
+
+# -- the exporter and timing choices ---------------------------------------------------------------------
+
+
+class _DictOut(torch.nn.Module):
+    """Token ids in, a dict out: exported through edgesdk's flattening wrapper."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed = torch.nn.Embedding(16, 8)
+
+    def forward(self, ids):
+        return {"hidden": self.embed(ids).tanh()}
+
+
+def test_the_exporter_follows_the_dynamic_axes_unless_named(tmp_path, tiny_model):
+    """Static or batch-only: the TorchScript exporter (fast); a dynamic sequence: torch.export (dynamo)
+    first; --exporter names one. Each artifact records the exporter that made it."""
+    from edgesdk.conversion.onnx_tools import export_attempts
+
+    out = [edgesdk.TensorSpec("output", ("batch", 10), "float32", None)]
+    assert [n for n, _ in export_attempts(tiny_model, ["input"], out, {})] == ["legacy", "dynamo"]
+    assert [n for n, _ in export_attempts(tiny_model, ["input"], out, {"input": {0: "batch"}})] == ["legacy", "dynamo"]
+    assert [n for n, _ in export_attempts(tiny_model, ["ids"], out, {"ids": {1: "sequence"}})] == ["dynamo", "legacy"]
+    assert [n for n, _ in export_attempts(tiny_model, ["input"], out, {}, "dynamo")] == ["dynamo"]
+    x = torch.zeros(1, 3, 32, 32)
+    structured = edgesdk.convert(_DictOut(), {"ids": torch.arange(6).reshape(1, 6)}, out=tmp_path / "s",
+                                 dynamic_axes=["ids:1=sequence"], strict=True)
+    # Its forward(*args) wrapper once made torch.export refuse the dynamic shapes, and legacy took every such model.
+    assert structured.artifact("onnx-fp32").versions["exporter"] == "dynamo"
+    fast = edgesdk.convert(tiny_model, x, out=tmp_path / "a", strict=True)
+    named = edgesdk.convert(tiny_model, x, out=tmp_path / "d", options={"exporter": "dynamo"}, strict=True)
+    assert fast.artifact("onnx-fp32").versions["exporter"] == "legacy"
+    assert named.artifact("onnx-fp32").versions["exporter"] == "dynamo"
+
+
+def test_timing_off_records_no_latency_and_the_runtime_still_picks(tmp_path, tiny_model):
+    x = torch.zeros(1, 3, 32, 32)
+    quick = edgesdk.convert(tiny_model, x, out=tmp_path / "q", strict=True)
+    off = edgesdk.convert(tiny_model, x, out=tmp_path / "o", options={"timing": "off"}, strict=True)
+    assert {"onnxruntime", "openvino"} <= set(quick.artifact("onnx-fp32").latency_ms)
+    assert off.artifact("onnx-fp32").latency_ms == {} and off.artifact("onnx-fp32").parity.measured
+    with edgesdk.Runtime(off.path) as rt:  # ranked by device tier and precision
+        assert rt.run(smooth_batch(1, (3, 32, 32))).shape == (1, 10)

@@ -107,3 +107,61 @@ def test_a_mobile_cnn_or_hybrid_converts(name, tmp_path):
                              **case.convert_kwargs)
     _assert_accepted(bundle)
     assert {a.format for a in bundle.artifacts} == set(targets)
+
+
+@pytest.mark.parametrize("name", ["hf-deberta-v2", "hf-vit", "hf-wav2vec2"])
+def test_a_transformer_onnx2tf_cannot_take_converts_to_tflite_by_litert_torch(name, tmp_path):
+    """onnx2tf refuses DeBERTa-v2 and ViT, and its Wav2Vec2 fails XNNPACK's prepare (coverage.py's table);
+    litert-torch converts all three at the example's shape. The route is named to keep the test short; the
+    fallback itself is tested in test_tflite.py and on efficientvit below."""
+    case = CASES[name]
+    module, example = case.make()
+    bundle = edgesdk.convert(module, example, targets=["tflite"], out=tmp_path / name, strict=True,
+                             options={"tflite_route": "litert-torch"}, **case.convert_kwargs)
+    _assert_accepted(bundle)
+    art = bundle.artifact("tflite-fp32")
+    assert art.versions["route"] == "torch.export -> litert-torch"
+    feeds = {k: v.numpy() for k, v in example.items()}
+    with torch.no_grad():
+        want = module(**example)[0].numpy()
+    with edgesdk.Runtime(bundle.path) as rt:
+        assert rt.backend == "tflite"
+        np.testing.assert_allclose(rt.run_all(feeds)[0], want, atol=1e-4 * max(1.0, float(np.abs(want).max())))
+
+
+def test_an_onnx2tf_mistranslation_is_caught_and_litert_torch_ships_instead(tmp_path, caplog):
+    """onnx2tf converts timm's efficientvit_b0 without a word, 0.14 off the source. With FP16 asked too,
+    onnx2tf goes first: the route check on the example catches it, litert-torch makes the FP32 artifact
+    that ships, and FP16 (onnx2tf's only) is failed with the check's reason rather than shipped off."""
+    case = CASES["timm-efficientvit_b0"]
+    module, example = case.make()
+    bundle = edgesdk.convert(module, example, targets=["tflite"], precisions=["fp32", "fp16"], out=tmp_path / "e",
+                             **case.convert_kwargs)
+    _assert_accepted(bundle)
+    assert bundle.artifact("tflite-fp32").versions["route"] == "torch.export -> litert-torch"
+    assert "TFLite by onnx2tf failed (The FP32 TFLite file is off the source" in caplog.text
+    assert [f.id for f in bundle.failed] == ["tflite-fp16"] and "off the source" in bundle.failed[0].reason
+
+
+def test_ncnn_takes_the_traced_graph_where_pnnx_cannot_take_the_torch_export(tmp_path, caplog):
+    """pnnx turns Wav2Vec2's torch.export graph into a torch.where ncnn has no layer for; the converter then
+    exports the model again with the TorchScript exporter (NCNN takes one shape either way) and ships that."""
+    case = CASES["hf-wav2vec2"]
+    module, example = case.make()
+    bundle = edgesdk.convert(module, example, targets=["ncnn"], out=tmp_path / "w", strict=True, **case.convert_kwargs)
+    _assert_accepted(bundle)
+    assert bundle.artifact("ncnn-fp32").versions["exporter"] == "legacy"
+    assert "pnnx could not take the shared ONNX graph (pnnx has no ncnn layer for torch.where" in caplog.text
+
+
+def test_a_conversion_leaves_nothing_in_the_working_folder(tmp_path, monkeypatch):
+    """ONNX Runtime's symbolic shape inference, incomplete on BERT's mask path, dumped
+    sym_shape_infer_temp.onnx and a <uuid>.data into the caller's working folder (TensorRT's INT8 QDQ)."""
+    case = CASES["hf-bert"]
+    module, example = case.make()
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    edgesdk.convert(module, example, targets=["tensorrt"], precisions=["int8"], calib=case.calib(8),
+                    out=tmp_path / "b", **case.convert_kwargs)
+    assert sorted(p.name for p in work.iterdir()) == []

@@ -67,11 +67,12 @@ def normalized() -> Normalized:
 
 
 def test_a_failed_target_keeps_the_others_and_the_cli_exits_1(tmp_path):
-    """TFLite fails for real (onnx2tf); the bundle keeps ONNX and OpenVINO, the CLI marks the failed row and
-    exits 1; --strict writes nothing."""
+    """TFLite fails for real (onnx2tf, the only route asked for); the bundle keeps ONNX and OpenVINO, the CLI
+    marks the failed row and exits 1; --strict writes nothing."""
     from edgesdk.cli import cli
 
-    args = ["convert", "--factory", "tests.test_isolation:normalized", "--to", "onnx,openvino,tflite"]
+    args = ["convert", "--factory", "tests.test_isolation:normalized", "--to", "onnx,openvino,tflite",
+            "--tflite-route", "onnx2tf"]
     result = CliRunner().invoke(cli, [*args, "-o", str(tmp_path / "b")])
     assert result.exit_code == 1, result.output
     assert "FAILED" in result.output and "tflite-fp32" in result.output

@@ -56,7 +56,7 @@ def test_old_option_names_work_with_a_warning():
 
 
 def test_format_specific_options_carry_their_format_prefix():
-    shared = {"opset", "int8_recipe"}
+    shared = {"opset", "int8_recipe", "exporter", "timing"}
     for conv in converters():
         for opt in conv.options:
             assert opt.name.startswith(conv.name + "_"), (conv.name, opt.name)

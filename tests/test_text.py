@@ -247,3 +247,30 @@ def test_fixed_shape_formats_take_the_examples_length(tmp_path, word_tokenizer):
         with pytest.raises(InputError, match=r"has shape \[1, 24\]; this mnn artifact takes \[1, 16\]: its axis 1 "
                                              r"\(sequence\) is fixed"):
             rt.run(token_batches(1, 24, seed=5)[0])
+
+
+class _BatchedWeights(torch.nn.Module):
+    """Attention over a constant batch of keys (DeBERTa's relative positions, folded by torch.export):
+    a MatMul whose weight has rank 3."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.proj = torch.nn.Linear(8, 8)
+        self.keys = torch.nn.Parameter(torch.randn(2, 4, 5))
+
+    def forward(self, x):  # x: (2, seq, 4)
+        q = self.proj(x.repeat(1, 1, 2))[..., :4]
+        scores = torch.softmax(torch.bmm(q, self.keys), dim=-1)  # activation x batched constant
+        return torch.bmm(scores, scores.transpose(1, 2))  # activation x activation: attention-like
+
+
+def test_the_transformer_int8_recipe_keeps_batched_weight_matmuls_in_float(tmp_path):
+    """ONNX Runtime's DynamicQuantizeMatMul fails at run time on a rank-3 weight (DeBERTa-v2 failed its
+    INT8 parity with it); the recipe leaves such MatMuls in float and says so."""
+    x = torch.randn(2, 6, 4)
+    bundle = convert(_BatchedWeights(), x, targets=["onnx"], precisions=["fp32", "int8"], out=tmp_path / "b",
+                     task="other", strict=True)
+    quant = bundle.artifact("onnx-int8").quantization
+    assert quant.details["recipe"] == "transformer" and any("bmm" in n or "MatMul" in n for n in quant.float_nodes)
+    assert bundle.artifact("onnx-int8").parity.measured and not bundle.artifact("onnx-int8").parity.problems

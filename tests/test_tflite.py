@@ -1,4 +1,5 @@
-"""The TFLite converter (torch -> ONNX -> onnx2tf -> tf.lite) and backend, with the real ai-edge-litert."""
+"""The TFLite converter (torch -> ONNX -> onnx2tf -> tf.lite, litert-torch where onnx2tf fails) and backend,
+with the real ai-edge-litert."""
 
 import json
 
@@ -8,7 +9,7 @@ import torch
 
 import edgesdk
 from edgesdk.backends import get_backend
-from edgesdk.core.errors import InputError, ModelLoadError
+from edgesdk.core.errors import InputError, ModelLoadError, UsageError
 from tests.conftest import smooth_batch
 from tests.models import tiny_cnn
 from tests.stats import TINY_MIN_COSINE, cosine
@@ -148,3 +149,39 @@ def test_bench_and_doctor_cover_tflite(tfl_bundle):
     assert all(r.error is None and r.latency_ms["p50"] > 0 for r in report.results)
     info = get_backend("tflite").info()
     assert info["available"] and info["interpreter"].startswith("ai_edge_litert")
+
+
+def test_where_onnx2tf_fails_litert_torch_converts_and_the_artifact_says_which_route(tmp_path):
+    """The TFLite routes in order: onnx2tf refuses F.normalize (ReduceL2's axis), litert-torch converts it
+    straight from torch.export; FP16 has no litert-torch route here, so it fails naming both."""
+    from tests.test_isolation import normalized
+
+    model = normalized()
+    bundle = edgesdk.convert(model, torch.randn(1, 16), targets=["tflite"], precisions=["fp32", "fp16"],
+                             out=tmp_path / "b")
+    art = bundle.artifact("tflite-fp32")
+    assert art.versions["route"] == "torch.export -> litert-torch" and art.versions["litert-torch"] == "0.10.0"
+    assert art.parity.measured and not art.parity.problems and art.io.inputs == [None]  # the torch layout kept
+    assert [(f.id, f.stage) for f in bundle.failed] == [("tflite-fp16", "convert")]
+    assert "onnx2tf" in bundle.failed[0].reason and "litert-torch route makes FP32" in bundle.failed[0].reason
+    x = np.random.default_rng(0).standard_normal((1, 16)).astype(np.float32)
+    with torch.no_grad():
+        want = model(torch.from_numpy(x)).numpy()
+    with edgesdk.Runtime(bundle.path, backend="tflite") as rt:
+        np.testing.assert_allclose(rt.run(x), want, atol=1e-5)
+
+
+def test_fp32_alone_goes_through_litert_torch_first_and_it_takes_torch_sources_only(tmp_path, tiny_model, tfl_bundle):
+    """FP32 alone of a static torch model: litert-torch first (NCHW kept); with FP16/INT8 asked too, every
+    precision comes from onnx2tf's one SavedModel (NHWC). litert-torch named for an ONNX file: UsageError."""
+    bundle = edgesdk.convert(tiny_model, torch.zeros(1, 3, 32, 32), targets=["tflite"], out=tmp_path / "b",
+                             strict=True)
+    art = bundle.artifact("tflite-fp32")
+    assert art.versions["route"] == "torch.export -> litert-torch" and art.layout == "NCHW"
+    assert edgesdk.load_bundle(tfl_bundle).artifact("tflite-fp32").versions["route"].startswith("ONNX -> onnx2tf")
+    assert sorted(p.name for p in bundle.path.iterdir()) == ["edgesdk.json", "model.tflite"]
+    edgesdk.convert(tiny_model, torch.zeros(1, 3, 32, 32), targets=["onnx"], out=tmp_path / "o", strict=True)
+    with pytest.raises(UsageError, match="converts torch modules"):
+        edgesdk.convert(tmp_path / "o" / "model.onnx", targets=["tflite"], out=tmp_path / "t",
+                        options={"tflite_route": "litert-torch"})
+    assert not (tmp_path / "t").exists()

@@ -23,6 +23,7 @@ import numpy as np
 
 from ..core.cache import cache_dir
 from ..core.errors import InferenceError, ModelLoadError, first_line
+from ..core.options import Option
 from ..core.specs import TensorSpec, check_feeds, guess_layout
 from .base import Backend
 from .pool import PooledSession, WorkerPool
@@ -124,6 +125,11 @@ class ExecuTorchBackend(Backend):
     suffixes = {".pte": "executorch"}
     modules = ("executorch.runtime",)
     extra = "executorch"
+    open_options = (
+        Option("probe", "bool", True, "Load each new file in a child process first (once per file content), so "
+               "an abort in ExecuTorch cannot take down the caller; conversion's own child processes, isolated "
+               "already, turn it off (it cost 6 s of imports per artifact there)."),
+    )
     precision_preference = ("int8", "fp32")
     # Android's PyTorch runtime, beside TFLite; beside ONNX Runtime on other ARM; behind it on x86 (1.13x here).
     device_rank = {"android": 1, "rpi": 21, "arm": 21, "x86": 33, "jetson": 33, "nvidia": 43}
@@ -140,7 +146,8 @@ class ExecuTorchBackend(Backend):
 
     def load(self, path: Path, threads: int | None = None, **options: Any) -> ExecuTorchSession:
         check_header(path)
-        _probe(path)
+        if options["probe"]:
+            _probe(path)
         if threads:
             from executorch.extension.pybindings import portable_lib
 

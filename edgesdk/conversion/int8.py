@@ -32,6 +32,14 @@ def activation_matmuls(model: Any) -> list[str]:
     return [n.name for n in model.graph.node if n.op_type == "MatMul" and not constants & set(n.input)]
 
 
+def batched_weight_matmuls(model: Any) -> list[str]:
+    """MatMul nodes whose constant operand has a rank other than 2 (a batch of weights), which ONNX
+    Runtime's dynamic int8 MatMul cannot take."""
+    ranks = {i.name: len(i.dims) for i in model.graph.initializer}
+    return [n.name for n in model.graph.node if n.op_type == "MatMul"
+            and any(ranks.get(i, 2) != 2 for i in n.input if i in ranks)]
+
+
 def graph_kind(model: Any) -> str:
     """"transformer" for a graph with attention (a Softmax and an activation-by-activation MatMul, or a
     fused attention op), else "cnn". It decides the INT8 recipe: static activation ranges calibrated on

@@ -8,6 +8,7 @@ import contextlib
 import io
 import logging
 import tempfile
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -69,9 +70,9 @@ def describe_error(exc: BaseException) -> str:
 
 
 def export_torch(module: Any, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec], axes: DynamicAxes,
-                 feeds: dict[str, np.ndarray], path: Path, opset: int) -> str:
+                 feeds: dict[str, np.ndarray], path: Path, opset: int, exporter: str = "auto") -> str:
     """Export a torch module to a single ONNX file at path, with its dynamic axes, traced on the example
-    feeds. Returns the exporter used."""
+    feeds. Returns the exporter used (see export_attempts for which is tried first)."""
     import onnx
     import torch
 
@@ -79,41 +80,74 @@ def export_torch(module: Any, inputs: Sequence[TensorSpec], outputs: Sequence[Te
     small = {n: 2 for n, s in axis_sizes(inputs, feeds).items() if s == 1}
     args = tuple(torch.from_numpy(a) for a in resize_axes(inputs, feeds, small).values())
     in_names = [s.name for s in inputs]
-    out_names = [s.name for s in outputs]
     errors = []
-    for noisy in ("onnxscript", "onnx_ir", "torch.onnx", "torch.export"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger(noisy).level))
-    # Without torchvision installed the exporter warns about each torchvision op it cannot register.
-    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+    _quiet_exporter_logs()
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "raw.onnx"
-        attempts: list[tuple[str, dict[str, Any]]] = []
-        if not isinstance(module, torch.jit.ScriptModule):
-            dyn = {"dynamic_shapes": tuple(axes.get(n, {}) for n in in_names)} if axes else {}
-            attempts.append(("dynamo", {"dynamo": True, "optimize": True, **dyn}))
-        legacy_axes = {**axes, **{s.name: {i: d for i, d in enumerate(s.shape) if isinstance(d, str)}
-                                  for s in outputs}}
-        attempts.append(("legacy", {"dynamo": False, "dynamic_axes": legacy_axes if axes else None,
-                                    "do_constant_folding": True}))
-        for exporter, kwargs in attempts:
+        for name, kwargs in export_attempts(module, in_names, outputs, axes, exporter):
             captured = io.StringIO()
             try:
-                with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
-                    torch.onnx.export(module, args, str(raw), input_names=in_names, output_names=out_names,
-                                      opset_version=opset, verbose=False, **kwargs)
+                with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured), \
+                        warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # the legacy exporter's deprecation and tracer warnings
+                    torch.onnx.export(module, args, str(raw), input_names=in_names,
+                                      output_names=[s.name for s in outputs], opset_version=opset, verbose=False,
+                                      **kwargs)
                 model = onnx.load(str(raw))  # pulls in external data the dynamo exporter writes
                 break
             except Exception as exc:
-                log.debug("%s exporter output:\n%s", exporter, captured.getvalue())
-                log.info("The %s ONNX exporter failed: %s", exporter, describe_error(exc))
-                errors.append(f"{exporter} exporter: {describe_error(exc)}")
+                log.debug("%s exporter output:\n%s", name, captured.getvalue())
+                log.info("The %s ONNX exporter failed: %s", name, describe_error(exc))
+                errors.append(f"{name} exporter: {describe_error(exc)}")
         else:
             raise ConversionError(
                 "PyTorch could not export the model to ONNX. " + "; ".join(errors) +
                 ". An unsupported operator usually needs a rewrite of that layer or a newer opset (--opset)."
             )
     save_slim(model, path)
-    return exporter
+    return name
+
+
+def export_attempts(module: Any, in_names: list[str], outputs: Sequence[TensorSpec], axes: DynamicAxes,
+                    exporter: str = "auto") -> list[tuple[str, dict[str, Any]]]:
+    """(exporter, torch.onnx.export keywords) in the order to try. "auto": the legacy TorchScript exporter
+    first when no axis beyond the batch is dynamic (it traces YOLOv8n in 0.5 s where torch.export takes
+    4-5 s, and is what Ultralytics exports with), torch.export (dynamo) first for dynamic sequence axes,
+    whose symbolic shapes it keeps where tracing can bake a length in; each falls back to the other. A
+    ScriptModule only has the legacy exporter."""
+    import torch
+
+    legacy_axes = {**axes, **{s.name: {i: d for i, d in enumerate(s.shape) if isinstance(d, str)} for s in outputs}}
+    legacy = ("legacy", {"dynamo": False, "dynamic_axes": legacy_axes if axes else None,
+                         "do_constant_folding": True})
+    if isinstance(module, torch.jit.ScriptModule):
+        return [legacy]
+    dyn = {"dynamic_shapes": _dynamic_shapes(module, tuple(axes.get(n, {}) for n in in_names))} if axes else {}
+    dynamo = ("dynamo", {"dynamo": True, "optimize": True, **dyn})
+    if exporter != "auto":
+        return [legacy if exporter == "legacy" else dynamo]
+    beyond_batch = any(name != "batch" for per_input in axes.values() for name in per_input.values())
+    return [dynamo, legacy] if beyond_batch else [legacy, dynamo]
+
+
+def _dynamic_shapes(module: Any, per_input: tuple[dict[int, str], ...]) -> tuple[Any, ...]:
+    """torch.export's dynamic_shapes follow forward's signature: a forward(*args) (the wrapper that
+    flattens structured outputs) takes one tuple, so its shapes are one tuple too. Given flat, torch.export
+    refused every wrapped model with dynamic axes, and the legacy exporter took them all."""
+    import inspect
+
+    try:
+        params = inspect.signature(module.forward).parameters.values()
+    except (TypeError, ValueError):
+        return per_input
+    return (per_input,) if any(p.kind is p.VAR_POSITIONAL for p in params) else per_input
+
+
+def _quiet_exporter_logs() -> None:
+    for noisy in ("onnxscript", "onnx_ir", "torch.onnx", "torch.export"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger(noisy).level))
+    # Without torchvision installed the exporter warns about each torchvision op it cannot register.
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
 
 
 def rename_io(model: Any, inputs: list[str], outputs: list[str]) -> Any:

@@ -100,6 +100,7 @@ class ParityCheck:
     num_classes: int | None
     children: BackendProcesses | None = None  # set by convert() for the conversion's length
     crashed: set[str] = field(default_factory=set)  # ids of artifacts whose backend crashed or hung on them
+    timing: bool = True  # whether the other backends will time each artifact (they load it during parity)
 
     def runners(self, art: Artifact, path: Path) -> tuple[list[Backend], bool]:
         """(installed backends that run the artifact, whether they only check the file it builds from)."""
@@ -149,6 +150,11 @@ class ParityCheck:
             art.parity = not_measured(f"no backend that runs {art.format} was installed at conversion")
             return []
         runner = runners[0]  # parity on the first backend that runs the format; every one is timed
+        if self.timing and not proxy:  # the others load (compile) it while parity runs on the first
+            assert self.children is not None
+            for other in runners[1:]:
+                self.children[other].open_ahead(art.file, path, art.precision, self.source.inputs,
+                                                self.source.outputs, art.io)
         step(f"Checking {art.file} on {runner.name}")
         measured = self.measure(art, path, runner)
         art.parity = replace(measured, data=measured.data or self.data, arch=platform.machine(),
@@ -171,7 +177,7 @@ def _fits(inner: list[Any], source: list[Any], feeds: dict[str, np.ndarray]) -> 
 
 def time_interleaved(children: BackendProcesses, stage: Path, pairs: list[tuple[Artifact, Backend]],
                      source: SourceModel, feed: dict[str, np.ndarray], rounds: int = TIMING_ROUNDS,
-                     runs: int = LATENCY_RUNS) -> None:
+                     runs: int = LATENCY_RUNS, budget_s: float = 4.0) -> None:
     """Time every (artifact, backend) pair in interleaved rounds into artifact.latency_ms, so the latencies
     the Runtime ranks by were taken side by side rather than minutes apart on a machine whose speed drifts.
     Each pair runs in its backend's child process, which times its own runs. The recorded figure is the
@@ -190,9 +196,9 @@ def time_interleaved(children: BackendProcesses, stage: Path, pairs: list[tuple[
             _timing_failed(art, backend, exc)
             return None
 
-    first = {i: block(a, b, 1, 0) for i, (a, b) in enumerate(opened)}
+    first = {i: block(a, b, 2, 1) for i, (a, b) in enumerate(opened)}  # a warm figure sizes the rounds
     timed = [i for i, ms in first.items() if ms is not None]
-    runs = _affordable_runs(max((first[i] for i in timed), default=0.0) / 1e3, runs)
+    runs = _affordable_runs(max((first[i] for i in timed), default=0.0) / 1e3, runs, budget_s)
     blocks = {i: (lambda i=i: block(*opened[i], runs, 2 if runs >= LATENCY_RUNS else 1)) for i in timed}
     for i, per_round in interleaved_blocks(blocks, rounds).items():
         art, backend = opened[i]
@@ -226,14 +232,25 @@ def _timing_failed(art: Artifact, backend: Backend, exc: Exception) -> None:
         log.warning("%s is not timed on %s: %s", art.id, backend.name, exc)
 
 
-#: What timing at conversion may cost per (artifact, backend) pair, in seconds: a 30-s speech encoder at 0.4 s
-#: a run is timed with fewer runs rather than for minutes.
-TIMING_BUDGET_S = 4.0
+#: What timing at conversion may cost per (artifact, backend) pair, in seconds, by the timing option: a 30-s
+#: speech encoder at 0.4 s a run is timed with fewer runs rather than for minutes, and the quick default
+#: keeps a YOLOv8n conversion's timing under a second (3 rounds of 6 runs at 15 ms; the 20 runs of "full"
+#: took 2.4 s, longer than Ultralytics' whole export).
+TIMING_BUDGET_S = {"quick": 0.3, "full": 4.0}
 
 
-def _affordable_runs(slowest_s: float, runs: int) -> int:
+def _affordable_runs(slowest_s: float, runs: int, budget_s: float) -> int:
     """runs, or fewer (at least 3) when the slowest pair's single run makes rounds x runs exceed the budget."""
-    return max(3, min(runs, int(TIMING_BUDGET_S / TIMING_ROUNDS / max(slowest_s, 1e-6))))
+    return max(3, min(runs, int(budget_s / TIMING_ROUNDS / max(slowest_s, 1e-6))))
+
+
+def _backends_for(plan: list[tuple[Any, list[str]]], timing: str) -> list[Backend]:
+    """The installed backends that will check (the first for each format) or time (all) the planned formats."""
+    chosen: list[Backend] = []
+    for converter, _ in plan:
+        runs_it = [b for b in backends() if converter.name in b.formats and b.available()[0]]
+        chosen += [b for b in (runs_it if timing != "off" else runs_it[:1]) if b not in chosen]
+    return chosen
 
 
 def _hash(art: Artifact, stage: Path) -> None:
@@ -305,24 +322,38 @@ def convert(
     out_path = Path(out)
     check_output_dir(out_path, force)  # fail before any slow work
     plan, options = _check_request(options, task, target, targets, precisions)
-    step("Loading the source model")
-    source = _as_source(model, example_input, dynamic_batch, trust_source, dynamic_axes, outputs)
-    prepared = replace(_prepare(source, calib, validation, preprocess, labels, task, step), dynamic_batch=dynamic_batch)
-    with staged_dir(out_path, force) as stage, BackendProcesses() as children:
-        prepared.checker.children = children
-        artifacts, timed, failed = _convert_all(plan, prepared, stage, options, tolerance, step)
-        _keep_or_raise(artifacts, failed, strict)
-        _remove_unshipped(stage, artifacts)
-        step("Timing every artifact on every backend, interleaved")
-        time_interleaved(children, stage, timed, source, prepared.checker.feeds[0])
-        bundle = _bundle(stage, prepared, artifacts)
-        bundle.failed = failed
-        _add_tokenizer(bundle, stage, source, tokenizer)
-        bundle.write_manifest()
+    with BackendProcesses() as children:
+        children.start(_backends_for(plan, options["timing"]))  # they start up while the source exports
+        step("Loading the source model")
+        source = _as_source(model, example_input, dynamic_batch, trust_source, dynamic_axes, outputs)
+        prepared = replace(_prepare(source, calib, validation, preprocess, labels, task, step),
+                           dynamic_batch=dynamic_batch)
+        prepared.checker.children, prepared.checker.timing = children, options["timing"] != "off"
+        with staged_dir(out_path, force) as stage:
+            failed = _write_bundle(stage, plan, prepared, options, tolerance, strict, tokenizer, step)
     for failure in failed:
         log.warning("%s. The bundle keeps the artifacts that passed; strict=True (--strict) fails the whole "
                     "conversion instead.", failure.describe())
     return load_bundle(out_path)
+
+
+def _write_bundle(stage: Path, plan: list[tuple[Any, list[str]]], prepared: Prepared, options: dict[str, Any],
+                  tolerance: Tolerance, strict: bool, tokenizer: str | os.PathLike | None,
+                  step: Callable[[str], None]) -> list[Failure]:
+    """Convert, check and time into the stage folder and write its manifest; returns what failed."""
+    children = prepared.checker.children
+    artifacts, timed, failed = _convert_all(plan, prepared, stage, options, tolerance, step)
+    _keep_or_raise(artifacts, failed, strict)
+    _remove_unshipped(stage, artifacts)
+    if options["timing"] != "off":
+        step("Timing every artifact on every backend, interleaved")
+        time_interleaved(children, stage, timed, prepared.source, prepared.checker.feeds[0],
+                         budget_s=TIMING_BUDGET_S[options["timing"]])
+    bundle = _bundle(stage, prepared, artifacts)
+    bundle.failed = failed
+    _add_tokenizer(bundle, stage, prepared.source, tokenizer)
+    bundle.write_manifest()
+    return failed
 
 
 def _add_tokenizer(bundle: Bundle, stage: Path, source: SourceModel, tokenizer: str | os.PathLike | None) -> None:

@@ -50,8 +50,10 @@ class SourceModel:
         """Inputs for a parity check when no data was given: deterministic per seed, valid for the model."""
         return random_feeds(self.inputs, seed)
 
-    def export_onnx(self, path: Path, opset: int, dynamic_batch: bool = False) -> dict[str, str]:
-        """Write the model as one FP32 ONNX file at path; return the versions of the tools used."""
+    def export_onnx(self, path: Path, opset: int, dynamic_batch: bool = False,
+                    exporter: str = "auto") -> dict[str, str]:
+        """Write the model as one FP32 ONNX file at path; return the versions of the tools used. exporter
+        picks torch's ONNX exporter (torch sources only)."""
         raise ConversionError(f"{type(self).__name__} cannot be exported to ONNX.")
 
 
@@ -184,14 +186,15 @@ class TorchSource(SourceModel):
             return [o.detach().numpy() for o in _flatten_outputs(self.module(*args))]
 
 
-    def export_onnx(self, path: Path, opset: int, dynamic_batch: bool = False) -> dict[str, str]:
+    def export_onnx(self, path: Path, opset: int, dynamic_batch: bool = False,
+                    exporter: str = "auto") -> dict[str, str]:
         import torch
 
         from .onnx_tools import export_torch
 
-        exporter = export_torch(self.module, self.inputs, self.outputs, self.dynamic_axes, self.example_feeds(), path,
-                                opset)
-        return {"torch": torch.__version__.split("+")[0], "exporter": exporter}
+        used = export_torch(self.module, self.inputs, self.outputs, self.dynamic_axes, self.example_feeds(), path,
+                            opset, exporter)
+        return {"torch": torch.__version__.split("+")[0], "exporter": used}
 
 
 def _forward_params(module: Any) -> list[str]:
@@ -332,7 +335,8 @@ class OnnxSource(SourceModel):
             self._session = open_reference(self.path)
         return self._session.run(feeds)
 
-    def export_onnx(self, path: Path, opset: int, dynamic_batch: bool = False) -> dict[str, str]:
+    def export_onnx(self, path: Path, opset: int, dynamic_batch: bool = False,
+                    exporter: str = "auto") -> dict[str, str]:
         import onnx
 
         from .onnx_tools import save_slim
@@ -408,7 +412,8 @@ class KerasSource(SourceModel):
         self.model.export(str(folder), format="tf_saved_model", verbose=False)
         return folder
 
-    def export_onnx(self, path: Path, opset: int, dynamic_batch: bool = False) -> dict[str, str]:
+    def export_onnx(self, path: Path, opset: int, dynamic_batch: bool = False,
+                    exporter: str = "auto") -> dict[str, str]:
         import tensorflow as tf
 
         tf2onnx = require("tf2onnx", "keras", "Converting a Keras model to ONNX")

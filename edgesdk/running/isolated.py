@@ -70,19 +70,57 @@ class BackendProcess:
         self._stderr: Any = None
         self._opened: dict[str, dict[str, Any]] = {}  # key -> its open command, to reopen after a restart
         self._live: set[str] = set()
+        self._ready = False  # the child has said it started
         self.inner_inputs: dict[str, list[TensorSpec]] = {}  # key -> the artifact's own input specs
+        self._ahead: dict[str, Any] | None = None  # an open command sent ahead, its reply not yet read
+        self._ahead_result: tuple[str, dict[str, Any] | ConversionError] | None = None  # (key, reply or failure)
 
     # -- the parent's side of the protocol -------------------------------------------------------
 
     def open(self, key: str, path: Path, precision: str, inputs: list[TensorSpec], outputs: list[TensorSpec],
              io: ArtifactIO) -> dict[str, Any]:
-        """Load the artifact in the child; the reply says its problems (I/O contract) or its own input specs."""
-        # Absolute: the child runs in a folder of its own, where a path relative to ours means nothing.
-        command = {"cmd": "open", "key": key, "path": str(Path(path).resolve()), "precision": precision,
-                   "inputs": [s.to_dict() for s in inputs], "outputs": [s.to_dict() for s in outputs],
-                   "io": io.to_dict()}
+        """Load the artifact in the child; the reply says its problems (I/O contract) or its own input specs.
+        An open sent ahead (open_ahead) under this key is collected instead: its reply, or its failure raised."""
+        command = _open_command(key, path, precision, inputs, outputs, io)
+        if self._ahead is not None and self._ahead["key"] == key:
+            self._collect_ahead()
+        if self._ahead_result is not None and self._ahead_result[0] == key:
+            _, result = self._ahead_result
+            self._ahead_result = None
+            if isinstance(result, ConversionError):
+                raise result
+            self._opened[key] = command
+            return self._register(key, result)
         self._opened[key] = command
-        reply = self._call(command, "loading the artifact")
+        return self._register(key, self._call(command, "loading the artifact"))
+
+    def open_ahead(self, key: str, path: Path, precision: str, inputs: list[TensorSpec], outputs: list[TensorSpec],
+                   io: ArtifactIO) -> None:
+        """Send the open without waiting for it: the child loads (compiles) the artifact while the parent
+        goes on checking others; open() with this key collects the reply, and any other command first
+        reads it and keeps it for that open()."""
+        if self._ahead is not None:
+            self._collect_ahead()
+        command = _open_command(key, path, precision, inputs, outputs, io)
+        try:
+            self._send(command)
+        except ConversionError as exc:  # could not start: that open() says so
+            self._ahead_result = (key, exc)
+            return
+        self._ahead = command
+
+    def _collect_ahead(self) -> None:
+        assert self._ahead is not None
+        key, self._ahead = self._ahead["key"], None
+        try:
+            reply = self._read_reply(CHILD_TIMEOUT_S, "loading the artifact")
+            if not reply.get("ok"):
+                raise BackendFailed(reply.get("error") or "failed")
+            self._ahead_result = (key, reply)
+        except ConversionError as exc:
+            self._ahead_result = (key, exc)
+
+    def _register(self, key: str, reply: dict[str, Any]) -> dict[str, Any]:
         if reply.get("problems"):
             self._opened.pop(key, None)
         else:
@@ -115,10 +153,20 @@ class BackendProcess:
         return self._call({"cmd": "time", "key": key, "feeds": str(feed_file), "names": names, "runs": runs,
                            "warmup": warmup}, "timing the artifact")["times"]
 
+    def start(self) -> None:
+        """Start the child without waiting for it: its interpreter and runtime import while the parent goes
+        on (exporting, say); the first command waits until it is ready."""
+        if self._proc is None:
+            self._spawn()
+
     def close(self) -> None:
         """Stop the child (politely, then by force)."""
         proc, self._proc = self._proc, None
         self._live.clear()
+        self._ready = False
+        self._ahead = None  # a session opened ahead went with the child; a failure kept stays for its open()
+        if self._ahead_result is not None and not isinstance(self._ahead_result[1], ConversionError):
+            self._ahead_result = None
         if proc is None:
             return
         try:
@@ -143,7 +191,7 @@ class BackendProcess:
                 raise BackendFailed("; ".join(reply["problems"]))
             self._live.add(key)
 
-    def _start(self) -> None:
+    def _spawn(self) -> None:
         read_end, write_end = os.pipe()
         env = dict(os.environ)
         # A backend defined outside edgesdk (a plugin, a test's) imports in the child from the same paths.
@@ -161,25 +209,35 @@ class BackendProcess:
             os.close(write_end)
         self._replies = os.fdopen(read_end, "rb")
         self._live.clear()
+
+    def _await_start(self) -> None:
         started = self._read_reply(START_TIMEOUT_S, "starting")
         if not started.get("ok"):
             self.close()
             raise BackendFailed(started.get("error") or f"{self.backend.name} could not start")
+        self._ready = True
 
     def _call(self, command: dict[str, Any], doing: str) -> dict[str, Any]:
-        if self._proc is None or self._proc.poll() is not None:
+        if self._ahead is not None:
+            self._collect_ahead()
+        self._send(command)
+        reply = self._read_reply(CHILD_TIMEOUT_S, doing)
+        if not reply.get("ok"):
+            raise BackendFailed(reply.get("error") or "failed")
+        return reply
+
+    def _send(self, command: dict[str, Any]) -> None:
+        if self._proc is None or (self._ready and self._proc.poll() is not None):
             self.close()
-            self._start()
+            self._spawn()
+        if not self._ready:  # a child that died while starting says so here
+            self._await_start()
         assert self._proc is not None and self._proc.stdin is not None
         try:
             self._proc.stdin.write(json.dumps(command).encode() + b"\n")
             self._proc.stdin.flush()
         except OSError:
             pass  # the child is gone: reading its reply says how
-        reply = self._read_reply(CHILD_TIMEOUT_S, doing)
-        if not reply.get("ok"):
-            raise BackendFailed(reply.get("error") or "failed")
-        return reply
 
     def _read_reply(self, timeout: float, doing: str) -> dict[str, Any]:
         assert self._proc is not None
@@ -207,6 +265,13 @@ class BackendProcess:
         return lines[-1][:300] if lines else ""
 
 
+def _open_command(key: str, path: Path, precision: str, inputs: list[TensorSpec], outputs: list[TensorSpec],
+                  io: ArtifactIO) -> dict[str, Any]:
+    # Absolute: the child runs in a folder of its own, where a path relative to ours means nothing.
+    return {"cmd": "open", "key": key, "path": str(Path(path).resolve()), "precision": precision,
+            "inputs": [s.to_dict() for s in inputs], "outputs": [s.to_dict() for s in outputs], "io": io.to_dict()}
+
+
 class BackendProcesses:
     """The children of one conversion, one per backend, started on first use; a context manager."""
 
@@ -218,6 +283,14 @@ class BackendProcesses:
         if backend.name not in self._children:
             self._children[backend.name] = BackendProcess(backend, self.workdir)
         return self._children[backend.name]
+
+    def start(self, backends: Sequence[Backend]) -> None:
+        """Start these backends' children now, so they are ready by the time the first artifact is."""
+        for backend in backends:
+            try:
+                self[backend].start()
+            except BackendCrashed as exc:  # could not even spawn: the first command says so again
+                log.debug("%s", exc)
 
     def close(self) -> None:
         for child in self._children.values():
@@ -276,7 +349,9 @@ class _Child:
 
         self.close({"key": cmd["key"]})
         try:
-            inner = self.backend.open(Path(cmd["path"]), precision=cmd["precision"])
+            # This process is the crash guard already: a backend's own probe child would only add its imports.
+            probe = {"probe": False} if any(o.name == "probe" for o in self.backend.open_options) else {}
+            inner = self.backend.open(Path(cmd["path"]), precision=cmd["precision"], **probe)
         except Exception as exc:  # noqa: BLE001 - a fresh artifact that does not load is the artifact's fault
             return {"ok": True, "problems": [f"does not load on {self.backend.name}: {first_line(exc)}"]}
         inputs = [TensorSpec.from_dict(d) for d in cmd["inputs"]]

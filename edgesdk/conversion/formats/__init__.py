@@ -48,7 +48,7 @@ def export_source(job: ConversionJob, path: Path) -> dict[str, str]:
     """The source exported to ONNX at path (the versions of what exported it); a failure is an ExportError,
     recorded against every target built from it."""
     try:
-        return job.source.export_onnx(path, job.options["opset"], job.dynamic_batch)
+        return job.source.export_onnx(path, job.options["opset"], job.dynamic_batch, job.options["exporter"])
     except ConversionError as exc:
         raise ExportError(str(exc)) from exc.__cause__
     except Exception as exc:  # noqa: BLE001 - an exporter's own exception, with its first line as the cause
@@ -107,6 +107,13 @@ DEFAULT_TARGET = "onnx"
 #: Options every target reads.
 COMMON_OPTIONS = (
     Option("opset", "int", DEFAULT_OPSET, "ONNX opset of the export every target builds from.", cli=False),
+    Option("exporter", "str", "auto", "torch's ONNX exporter: legacy (TorchScript tracing, fast) for models whose "
+           "only dynamic axis is the batch, dynamo (torch.export) for dynamic sequence axes; each falls back to "
+           "the other (auto), or only the one named.", choices=("auto", "dynamo", "legacy")),
+    Option("timing", "str", "quick", "How artifacts are timed for the Runtime's ranking on this machine: quick "
+           "(3 interleaved rounds, about 0.3 s per artifact and backend), full (up to 20 runs a round, as edgesdk "
+           "bench; for slow models), off (not timed: the Runtime ranks by device tier and precision, and "
+           "Runtime(autotune=True) times on the device).", choices=("quick", "full", "off")),
     RECIPE_OPTION,
 )
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ...core.bundle import Artifact
-from ...core.errors import BackendUnavailable, CalibrationError, ConversionError
+from ...core.errors import BackendUnavailable, CalibrationError, ConversionError, first_line
 from ...core.options import Option
 from ...core.records import ArtifactIO, Quantization
 from ...core.specs import TensorSpec
@@ -135,19 +135,43 @@ class NCNNConverter(Converter):
         versions = {"ncnn": version("ncnn"), "pnnx": version("pnnx")}
         io = ArtifactIO(input_names=[f"in{i}" for i in range(len(job.source.inputs))],
                         output_names=[f"out{i}" for i in range(len(job.source.outputs))])
-        made = []
         with tempfile.TemporaryDirectory() as tmp:
-            onnx_path = fixed_shapes(onnx_for(job, Path(tmp)), job.source.inputs, job.source.example_feeds(),
-                                     Path(tmp) / "fixed.onnx", "ncnn")
             shapes = example_shapes(job)  # one run of the source, for every precision's pnnx call and .json
-            for precision in job.precisions:
-                stem = "model.ncnn" if precision == "fp32" else f"model.{precision}.ncnn"
-                quant = self._one_precision(precision, pnnx, onnx_path, job, Path(tmp), stem, shapes[0])
-                (job.stage / f"{stem}.json").write_text(json.dumps(sidecar(job, precision, *shapes), indent=1))
-                made.append(Artifact(file=f"{stem}.param", format="ncnn", precision=precision,
-                                     layout=job.source.inputs[0].layout if job.source.inputs else None,
-                                     versions=dict(versions), quantization=quant, io=io,
-                                     companions={f"{stem}.bin": "", f"{stem}.json": ""}))
+            try:
+                return self._from_graph(job, self._shared_graph(job, Path(tmp)), pnnx, Path(tmp) / "a", shapes,
+                                        versions, io)
+            except ConversionError as exc:
+                if job.source.kind != "torch":
+                    raise
+                # pnnx turns some torch.export graphs into layers ncnn lacks (wav2vec2's torch.where) that the
+                # TorchScript exporter's graph of the same model avoids; NCNN takes one shape either way.
+                log.warning("pnnx could not take the shared ONNX graph (%s); trying the TorchScript exporter's.",
+                            first_line(exc))
+                graph = self._traced_graph(job, Path(tmp))
+                return self._from_graph(job, graph, pnnx, Path(tmp) / "b", shapes,
+                                        {**versions, "exporter": "legacy"}, io)
+
+    def _shared_graph(self, job: ConversionJob, tmp: Path) -> Path:
+        return fixed_shapes(onnx_for(job, tmp), job.source.inputs, job.source.example_feeds(), tmp / "fixed.onnx",
+                            "ncnn")
+
+    def _traced_graph(self, job: ConversionJob, tmp: Path) -> Path:
+        traced = tmp / "traced.onnx"
+        job.source.export_onnx(traced, job.options["opset"], False, exporter="legacy")
+        return fixed_shapes(traced, job.source.inputs, job.source.example_feeds(), tmp / "traced-fixed.onnx", "ncnn")
+
+    def _from_graph(self, job: ConversionJob, onnx_path: Path, pnnx: Path, work: Path,
+                    shapes: tuple[list[tuple[int, ...]], list[tuple[int, ...]]], versions: dict[str, str],
+                    io: ArtifactIO) -> list[Artifact]:
+        made = []
+        for precision in job.precisions:
+            stem = "model.ncnn" if precision == "fp32" else f"model.{precision}.ncnn"
+            quant = self._one_precision(precision, pnnx, onnx_path, job, work, stem, shapes[0])
+            (job.stage / f"{stem}.json").write_text(json.dumps(sidecar(job, precision, *shapes), indent=1))
+            made.append(Artifact(file=f"{stem}.param", format="ncnn", precision=precision,
+                                 layout=job.source.inputs[0].layout if job.source.inputs else None,
+                                 versions=dict(versions), quantization=quant, io=io,
+                                 companions={f"{stem}.bin": "", f"{stem}.json": ""}))
         return made
 
     def _check_shapes(self, job: ConversionJob) -> None:

@@ -16,7 +16,7 @@ from ...core.bundle import Artifact
 from ...core.errors import CalibrationError, ConversionError
 from ...core.options import Option
 from ...core.records import Quantization
-from ..int8 import activation_matmuls, graph_kind, int8_recipe, output_tail, recorded
+from ..int8 import activation_matmuls, batched_weight_matmuls, graph_kind, int8_recipe, output_tail, recorded
 from ..onnx_tools import DEFAULT_OPSET, describe_error, save_slim  # noqa: F401 - DEFAULT_OPSET re-exported
 from . import ConversionJob, Converter, export_source
 
@@ -70,10 +70,12 @@ def quantize_int8(fp32: Path, out: Path, job: ConversionJob, symmetric: bool = F
 def _quantize_transformer(fp32: Path, out: Path, model: Any) -> Quantization:
     """Attention graphs: per-channel int8 weights of every MatMul/Gemm with a weight, activations
     quantized per call (dynamic), the activation-by-activation MatMuls of attention left in float. Static
-    ranges calibrated on every op gave cosine 0.34 on MiniLM; this keeps 0.99+ and needs no calibration."""
+    ranges calibrated on every op gave cosine 0.34 on MiniLM; this keeps 0.99+ and needs no calibration.
+    A MatMul whose weight is batched (rank 3: DeBERTa's relative-position keys, folded to a constant by
+    torch.export) stays float too: ONNX Runtime's DynamicQuantizeMatMul fails on it at run time."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    kept = activation_matmuls(model)
+    kept = activation_matmuls(model) + batched_weight_matmuls(model)
     quantize_dynamic(str(fp32), str(out), weight_type=QuantType.QInt8, per_channel=True,
                      op_types_to_quantize=["MatMul", "Gemm"], nodes_to_exclude=kept)
     return Quantization(method="dynamic (transformer recipe)", weights="int8 per-channel symmetric",
@@ -109,8 +111,12 @@ def _pre_processed(fp32: Path, pre: Path) -> Path:
     """quant_pre_process's output (shape inference, fusions) at pre, or the model as is where it fails."""
     from onnxruntime.quantization import quant_pre_process
 
+    fp32, pre = Path(fp32).resolve(), Path(pre).resolve()
     try:
-        quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=False)
+        # Where symbolic shape inference is incomplete, ONNX Runtime dumps sym_shape_infer_temp.onnx and a
+        # <uuid>.data into the working folder: run it from pre's folder (a temporary one), not the user's.
+        with contextlib.chdir(pre.parent):
+            quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=False)
         return pre
     except Exception as exc:  # noqa: BLE001 - pre-processing is an optimization
         log.info("quant_pre_process failed (%s); quantizing the model as is.", describe_error(exc))
