@@ -104,7 +104,7 @@ class ParityCheck:
 
     def runners(self, art: Artifact, path: Path) -> tuple[list[Backend], bool]:
         """(installed backends that run the artifact, whether they only check the file it builds from)."""
-        runners = [b for b in backends() if art.format in b.formats and b.available()[0]]
+        runners = installed_runners(art.format)
         if not runners:  # e.g. TensorRT's QDQ ONNX, checked on ONNX Runtime
             runners = [b for b in backends() if art.format in b.checks_formats and path.suffix in b.suffixes
                        and b.available()[0]][:1]
@@ -244,11 +244,16 @@ def _affordable_runs(slowest_s: float, runs: int, budget_s: float) -> int:
     return max(3, min(runs, int(budget_s / TIMING_ROUNDS / max(slowest_s, 1e-6))))
 
 
+def installed_runners(fmt: str) -> list[Backend]:
+    """The installed backends that run a format, in the registry's order (the first checks parity)."""
+    return [b for b in backends() if fmt in b.formats and b.available()[0]]
+
+
 def _backends_for(plan: list[tuple[Any, list[str]]], timing: str) -> list[Backend]:
     """The installed backends that will check (the first for each format) or time (all) the planned formats."""
     chosen: list[Backend] = []
     for converter, _ in plan:
-        runs_it = [b for b in backends() if converter.name in b.formats and b.available()[0]]
+        runs_it = installed_runners(converter.name)
         chosen += [b for b in (runs_it if timing != "off" else runs_it[:1]) if b not in chosen]
     return chosen
 
