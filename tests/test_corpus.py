@@ -7,6 +7,7 @@ benchmarks/coverage.py's."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -151,7 +152,33 @@ def test_ncnn_takes_the_traced_graph_where_pnnx_cannot_take_the_torch_export(tmp
     bundle = edgesdk.convert(module, example, targets=["ncnn"], out=tmp_path / "w", strict=True, **case.convert_kwargs)
     _assert_accepted(bundle)
     assert bundle.artifact("ncnn-fp32").versions["exporter"] == "legacy"
-    assert "pnnx could not take the shared ONNX graph (pnnx has no ncnn layer for torch.where" in caplog.text
+    assert re.search(r"NCNN from the shared graph failed \(pnnx has no ncnn layer for [^)]*torch.where", caplog.text)
+
+
+@pytest.mark.parametrize("name", ["hf-roberta", "hf-llama", "hf-deberta-v2"])
+def test_a_token_id_model_runs_on_ncnn_with_its_mask(name, tmp_path):
+    """ncnn has no integer tensors, comparisons or select: the mask arithmetic is rewritten as float
+    (float_graph), ids go to ncnn's Embed as int32. RoBERTa: position ids from a cumsum of ids != padding;
+    Llama: causal mask, rotary positions, and an RMSNorm pnnx would reduce over no axis; DeBERTa-v2: its
+    relative-position gathers, which ncnn has no layer for (pnnx_rewrites). A padded mask must change the
+    output as the source's does, so the mask is not dropped on the way."""
+    case = CASES[name]
+    module, example = case.make()
+    bundle = edgesdk.convert(module, example, targets=["ncnn"], out=tmp_path / name, strict=True,
+                             **case.convert_kwargs)
+    _assert_accepted(bundle)
+    art = bundle.artifact("ncnn-fp32")
+    assert art.versions["exporter"] == "legacy"
+    feeds = {k: v.numpy() for k, v in example.items()}
+    padded = {**feeds, "attention_mask": feeds["attention_mask"].copy()}
+    padded["attention_mask"][:, -6:] = 0
+    with edgesdk.Runtime(tmp_path / name, artifact=art.id) as rt:
+        for f in (feeds, padded):
+            with torch.no_grad():
+                want = module(**{k: torch.from_numpy(v) for k, v in f.items()})[0].numpy()
+            got = rt.run_all(f)[0]
+            np.testing.assert_allclose(got, want, atol=1e-4 * max(1.0, float(np.abs(want).max())))
+        assert not np.allclose(rt.run_all(feeds)[0], rt.run_all(padded)[0], atol=1e-3)  # the mask is used
 
 
 def test_a_conversion_leaves_nothing_in_the_working_folder(tmp_path, monkeypatch):

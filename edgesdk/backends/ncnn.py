@@ -4,7 +4,10 @@ The ncnn binding trusts its caller, so this backend checks everything first (eac
 - load_param / load_model return -1 on a bad file and carrying on segfaults: return codes are checked.
 - float64, a missing input, a 4-D or channels-last array run silently with wrong numbers or crash:
   every input is checked against the shapes and dtypes in the artifact's .json.
-- ncnn.Mat(array) does not keep the array alive: each input array is held until its outputs are copied.
+- ncnn.Mat(array) borrows the array's memory, and a first layer that works in place on it (Abs, x*2)
+  segfaults: each input is copied into a Mat of ncnn's own (Mat.clone()).
+- ncnn's Mat holds 4-byte values: masks go in as exact floats (below 2**24), token ids as int32 bits,
+  which ncnn's Embed reads (the .json's "blob" says which).
 - A .bin of random bytes of the right size loads and gives NaN: a finite output on zeros is required at open.
 - ncnn's default options compute in fp16 (4e-3 off on EfficientNet-Lite0): fp16 storage and arithmetic
   are on only for an fp16 artifact, and only the CPU decides whether it really computes in it.
@@ -30,6 +33,8 @@ from .base import Backend
 log = logging.getLogger(__name__)
 
 PARAM_MAGIC = "7767517"
+#: How an input lies in its Mat, and the integers it holds exactly.
+_BLOBS = {"float32": 2**24, "int32": 2**31}
 
 
 @lru_cache(maxsize=1)
@@ -46,21 +51,24 @@ def companion_paths(path: Path) -> tuple[Path, Path]:
     return path.with_name(f"{stem}.bin"), path.with_name(f"{stem}.json")
 
 
-def _read_io(path: Path) -> tuple[list[TensorSpec], list[TensorSpec], str]:
-    """(inputs, outputs, precision) from the artifact's .json; ModelLoadError if missing or malformed."""
+def _read_io(path: Path) -> tuple[list[TensorSpec], list[TensorSpec], str, list[str]]:
+    """(inputs, outputs, precision, each input's Mat encoding) from the artifact's .json; ModelLoadError if
+    missing or malformed."""
     try:
         data = json.loads(path.read_text())
         specs = [[TensorSpec(str(t["name"]), tuple(int(d) for d in t["shape"]), str(t["dtype"]),
                              guess_layout(tuple(t["shape"]))) for t in data[key]] for key in ("inputs", "outputs")]
-        np.dtype(specs[0][0].dtype)
-        if data.get("format") != "edgesdk-ncnn-io" or not all(specs):
+        blobs = [str(t.get("blob", "float32")) for t in data["inputs"]]
+        for spec in specs[0]:
+            np.dtype(spec.dtype)
+        if data.get("format") != "edgesdk-ncnn-io" or not all(specs) or not set(blobs) <= set(_BLOBS):
             raise ValueError("not an edgesdk ncnn I/O file")
     except FileNotFoundError:
         raise ModelLoadError(f"{path.name} is missing beside the NCNN model: NCNN files do not say their input "
                              "shapes, and edgesdk writes them there. Re-convert with `edgesdk convert --to ncnn`.") from None
     except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
         raise ModelLoadError(f"{path} is not a valid NCNN I/O description ({exc}); re-convert the model.") from None
-    return specs[0], specs[1], str(data.get("precision", "fp32"))
+    return specs[0], specs[1], str(data.get("precision", "fp32")), blobs
 
 
 def _options(threads: int | None, fp16: bool) -> Any:
@@ -73,12 +81,23 @@ def _options(threads: int | None, fp16: bool) -> Any:
     return opt
 
 
+def _as_blob(spec: TensorSpec, array: np.ndarray, blob: str) -> np.ndarray:
+    """The array as the 4-byte values its Mat holds: float32, or token ids as int32 (ncnn's Embed reads
+    its ids as int32 from a float Mat) viewed as float32."""
+    if array.dtype.kind in "iub" and array.size and int(np.abs(array.astype(np.int64)).max()) >= _BLOBS[blob]:
+        raise InputError(f"Input '{spec.name}' holds integers of {_BLOBS[blob]} or more, which this NCNN model "
+                         "cannot hold exactly in its 32-bit tensors. Choose another format for this model.")
+    if blob == "int32":
+        return np.ascontiguousarray(array, np.int32).view(np.float32)
+    return np.ascontiguousarray(array, np.float32)
+
+
 class NCNNSession:
     """An ncnn Net behind the Session protocol."""
 
     def __init__(self, path: Path, threads: int | None, precision: str | None):
         binary, io_file = companion_paths(path)
-        self.inputs, self.outputs, declared = _read_io(io_file)
+        self.inputs, self.outputs, declared, self._blobs = _read_io(io_file)
         fp16 = (precision or declared) == "fp16"
         self.execution_precision = "fp16" if fp16 and "fp16" in read_profile().flags else "fp32"
         self._net: Any = _ncnn().Net()
@@ -103,8 +122,10 @@ class NCNNSession:
             raise InferenceError("This NCNN session is closed.")
         check_feeds(self.inputs, feeds)
         ncnn = _ncnn()
-        held = [np.ascontiguousarray(feeds[s.name][0]) for s in self.inputs]  # alive until outputs are copied
-        mats = [ncnn.Mat(a) for a in held]
+        held = [_as_blob(s, feeds[s.name][0], blob) for s, blob in zip(self.inputs, self._blobs)]
+        # ncnn's own copy: a first layer that works in place (Abs, x*2) on a Mat borrowing numpy's memory
+        # segfaults in ncnn (its refcount is null), and the copy outlives the arrays.
+        mats = [ncnn.Mat(a).clone() for a in held]
         with self._net.create_extractor() as ex:
             for spec, mat in zip(self.inputs, mats):
                 ex.input(spec.name, mat)

@@ -6,6 +6,10 @@ NCNN has no batch axis and its param file declares no tensor shapes: each artifa
 JSON beside it (model.ncnn.json) with its blob names, shapes and dtypes in the source's order, which
 the ncnn backend checks every input against.
 
+Integer inputs (token ids, masks): ncnn has no integer tensors, so the graph's mask arithmetic is made
+float first (float_graph, checked on ONNX Runtime) and token ids reach ncnn's Embed as int32 (the .json's
+"blob"); pnnx_rewrites covers what pnnx mistranslates (RMSNorm's mean) or ncnn lacks (GatherElements).
+
 Precisions:
 - fp32: weights in float32 (pnnx fp16=0); the backend turns ncnn's default fp16 storage and
   arithmetic off for it (with them on, EfficientNet-Lite0 was off by 4e-3 instead of 1.4e-5).
@@ -21,9 +25,11 @@ import logging
 import os
 import shutil
 import tempfile
+from dataclasses import replace
 from importlib.metadata import version
 from importlib.util import find_spec
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -33,8 +39,10 @@ from ...core.options import Option
 from ...core.records import ArtifactIO, Quantization
 from ...core.specs import TensorSpec
 from ...core.stdio import run_tool
+from .. import float_graph
 from ..calibration import CalibrationSet
-from ..onnx_tools import fixed_shapes
+from ..onnx_tools import fixed_shapes, save_slim
+from ..pnnx_rewrites import rewrite_for_pnnx
 from . import ConversionJob, Converter, onnx_for
 
 log = logging.getLogger(__name__)
@@ -69,6 +77,10 @@ def int8_tools() -> dict[str, Path]:
     return {t: Path(p) for t, p in found.items() if p}
 
 
+def _integer_inputs(inputs: list[TensorSpec]) -> list[str]:
+    return [s.name for s in inputs if np.dtype(s.dtype).kind in "iub"]
+
+
 def _one_sample(spec: TensorSpec, example: tuple[int, ...] | None = None) -> list[int]:
     """A shape with batch 1: NCNN runs one sample at a time. Axes beyond the batch that are dynamic take
     the example's sizes (fixed_shapes fixed the ONNX file at them; pnnx must be told the same)."""
@@ -83,16 +95,21 @@ def example_shapes(job: ConversionJob) -> tuple[list[tuple[int, ...]], list[tupl
     return [feeds[s.name].shape for s in job.source.inputs], [o.shape for o in job.source.run(feeds)]
 
 
-def sidecar(job: ConversionJob, precision: str, ins: list[tuple[int, ...]], outs: list[tuple[int, ...]]
-            ) -> dict[str, object]:
-    """The blob names, shapes and dtypes the backend checks inputs against, in the source's order;
-    ins/outs: example_shapes(job)."""
+def sidecar(job: ConversionJob, precision: str, blobs: list[TensorSpec], ins: list[tuple[int, ...]],
+            outs: list[tuple[int, ...]]) -> dict[str, object]:
+    """The blob names, shapes and dtypes the backend checks inputs against, in the source's order, and how
+    each input lies in its Mat ("blob": int32 for token ids an Embed reads, else float32); blobs: the inputs
+    as pnnx was told them; ins/outs: example_shapes(job)."""
 
     def entry(prefix: str, i: int, spec: TensorSpec, shape: tuple[int, ...]) -> dict[str, object]:
         return {"name": f"{prefix}{i}", "shape": _one_sample(spec, shape), "dtype": spec.dtype}
 
+    def blob(spec: TensorSpec) -> str:
+        return "int32" if np.dtype(spec.dtype).kind in "iub" else "float32"
+
     return {"format": "edgesdk-ncnn-io", "version": 1, "precision": precision,
-            "inputs": [entry("in", i, s, x) for i, (s, x) in enumerate(zip(job.source.inputs, ins))],
+            "inputs": [{**entry("in", i, s, x), "blob": blob(b)}
+                       for i, (s, b, x) in enumerate(zip(job.source.inputs, blobs, ins))],
             "outputs": [entry("out", i, s, x) for i, (s, x) in enumerate(zip(job.source.outputs, outs))]}
 
 
@@ -137,19 +154,54 @@ class NCNNConverter(Converter):
                         output_names=[f"out{i}" for i in range(len(job.source.outputs))])
         with tempfile.TemporaryDirectory() as tmp:
             shapes = example_shapes(job)  # one run of the source, for every precision's pnnx call and .json
-            try:
-                return self._from_graph(job, self._shared_graph(job, Path(tmp)), pnnx, Path(tmp) / "a", shapes,
-                                        versions, io)
-            except ConversionError as exc:
-                if job.source.kind != "torch":
-                    raise
-                # pnnx turns some torch.export graphs into layers ncnn lacks (wav2vec2's torch.where) that the
-                # TorchScript exporter's graph of the same model avoids; NCNN takes one shape either way.
-                log.warning("pnnx could not take the shared ONNX graph (%s); trying the TorchScript exporter's.",
-                            first_line(exc))
-                graph = self._traced_graph(job, Path(tmp))
-                return self._from_graph(job, graph, pnnx, Path(tmp) / "b", shapes,
-                                        {**versions, "exporter": "legacy"}, io)
+            routes = self._routes(job)
+            for k, (exporter, make_graph) in enumerate(routes):
+                try:
+                    graph, inputs = self._prepared(job, make_graph(job, Path(tmp)), Path(tmp) / f"g{k}")
+                    made = {**versions, "exporter": exporter} if exporter else versions
+                    return self._from_graph(job, graph, inputs, pnnx, Path(tmp) / f"r{k}", shapes, made, io)
+                except ConversionError as exc:
+                    if k == len(routes) - 1:
+                        raise
+                    # pnnx turns some torch.export graphs into layers ncnn lacks (wav2vec2's torch.where) that
+                    # the TorchScript exporter's graph of the same model avoids; NCNN takes one shape either way.
+                    log.warning("NCNN from the %s graph failed (%s); trying the %s graph.", exporter or "shared",
+                                first_line(exc), routes[k + 1][0] or "shared")
+        raise AssertionError("unreachable: the last route raises")
+
+    def _routes(self, job: ConversionJob) -> list[tuple[str, Any]]:
+        """(exporter recorded, graph maker) in the order tried: the shared ONNX, then the TorchScript
+        exporter's; token-id models the TorchScript one first (torch.export's mask is a GatherND of vmap)."""
+        if job.source.kind != "torch":
+            return [("", self._shared_graph)]
+        shared, traced = ("", self._shared_graph), ("legacy", self._traced_graph)
+        return [traced, shared] if _integer_inputs(job.source.inputs) else [shared, traced]
+
+    def _prepared(self, job: ConversionJob, graph: Path, work: Path) -> tuple[Path, list[TensorSpec]]:
+        """The graph as pnnx gets it, with the input specs pnnx is told: integer mask arithmetic made float
+        (float_graph) and checked on ONNX Runtime; what pnnx mistranslates or ncnn lacks rewritten
+        (pnnx_rewrites)."""
+        import onnx
+
+        work.mkdir(parents=True, exist_ok=True)
+        model = onnx.load(str(graph))
+        integer = _integer_inputs(job.source.inputs)
+        out = work / "ncnn-ready.onnx"
+        try:
+            if integer:
+                model = float_graph.to_float_arithmetic(model)
+            rewrite_for_pnnx(model)
+            save_slim(model, out)
+        except (ValueError, KeyError, IndexError, TypeError) as exc:  # a graph shape the rewrites do not expect
+            raise ConversionError(f"Preparing the graph for pnnx failed ({type(exc).__name__}: {first_line(exc)}); "
+                                  "choose another format than ncnn for this model.") from exc
+        if integer:
+            feeds = job.source.example_feeds()
+            worst = float_graph.check_equivalent(graph, out, [feeds, float_graph.padded(feeds)])
+            log.info("NCNN: integer inputs %s; the float rewrite of their arithmetic is %.1e off on ONNX Runtime.",
+                     ", ".join(integer), worst)
+        dtypes = float_graph.float_inputs(onnx.load(str(out)))
+        return out, [replace(s, dtype=dtypes.get(s.name, s.dtype)) for s in job.source.inputs]
 
     def _shared_graph(self, job: ConversionJob, tmp: Path) -> Path:
         return fixed_shapes(onnx_for(job, tmp), job.source.inputs, job.source.example_feeds(), tmp / "fixed.onnx",
@@ -160,14 +212,14 @@ class NCNNConverter(Converter):
         job.source.export_onnx(traced, job.options["opset"], False, exporter="legacy")
         return fixed_shapes(traced, job.source.inputs, job.source.example_feeds(), tmp / "traced-fixed.onnx", "ncnn")
 
-    def _from_graph(self, job: ConversionJob, onnx_path: Path, pnnx: Path, work: Path,
+    def _from_graph(self, job: ConversionJob, onnx_path: Path, inputs: list[TensorSpec], pnnx: Path, work: Path,
                     shapes: tuple[list[tuple[int, ...]], list[tuple[int, ...]]], versions: dict[str, str],
                     io: ArtifactIO) -> list[Artifact]:
         made = []
         for precision in job.precisions:
             stem = "model.ncnn" if precision == "fp32" else f"model.{precision}.ncnn"
-            quant = self._one_precision(precision, pnnx, onnx_path, job, work, stem, shapes[0])
-            (job.stage / f"{stem}.json").write_text(json.dumps(sidecar(job, precision, *shapes), indent=1))
+            quant = self._one_precision(precision, pnnx, onnx_path, inputs, job, work, stem, shapes[0])
+            (job.stage / f"{stem}.json").write_text(json.dumps(sidecar(job, precision, inputs, *shapes), indent=1))
             made.append(Artifact(file=f"{stem}.param", format="ncnn", precision=precision,
                                  layout=job.source.inputs[0].layout if job.source.inputs else None,
                                  versions=dict(versions), quantization=quant, io=io,
@@ -178,18 +230,22 @@ class NCNNConverter(Converter):
         too_deep = [s.name for s in (*job.source.inputs, *job.source.outputs) if len(s.shape) > 5]
         if too_deep:
             raise ConversionError(f"NCNN holds at most 4 dimensions besides the batch; {too_deep} have more.")
-        not_float = [f"{s.name} ({s.dtype})" for s in job.source.inputs if s.dtype != "float32"]
-        if not_float:
-            raise ConversionError(f"NCNN takes float32 inputs only; {', '.join(not_float)} are not. Choose onnx, "
-                                  "openvino or tflite for this model.")
+        other = [f"{s.name} ({s.dtype})" for s in job.source.inputs
+                 if s.dtype != "float32" and np.dtype(s.dtype).kind not in "iub"]
+        if other:
+            raise ConversionError(f"NCNN takes float32 and integer inputs; {', '.join(other)} are neither. Choose "
+                                  "onnx, openvino or tflite for this model.")
 
-    def _one_precision(self, precision: str, pnnx: Path, onnx_path: Path, job: ConversionJob, tmp: Path,
-                       stem: str, example: list[tuple[int, ...]]) -> Quantization:
+    def _one_precision(self, precision: str, pnnx: Path, onnx_path: Path, inputs: list[TensorSpec],
+                       job: ConversionJob, tmp: Path, stem: str, example: list[tuple[int, ...]]) -> Quantization:
         if precision not in self.precisions:
             raise ConversionError(f"NCNN has no precision '{precision}'; choose from {self.precisions}.")
         fp16 = precision == "fp16"
-        param, binary = run_pnnx(pnnx, onnx_path, job.source.inputs, tmp / precision, fp16=fp16,
+        param, binary = run_pnnx(pnnx, onnx_path, inputs, tmp / precision, fp16=fp16,
                                  shapes=example)
+        ids = [f"in{i}" for i, s in enumerate(inputs) if np.dtype(s.dtype).kind in "iub"]
+        if ids:
+            keep_ids_in_32_bits(param, ids)
         if precision == "int8":
             return quantize_int8(param, binary, job, tmp / "int8-work", job.stage / stem)
         shutil.copy(param, job.stage / f"{stem}.param")
@@ -214,11 +270,36 @@ def run_pnnx(pnnx: Path, onnx_path: Path, inputs: list[TensorSpec], work: Path, 
     return param, binary
 
 
+#: ncnn's per-layer feature mask (param 31): no fp16 arithmetic (1), fp16 storage (2) or bf16 storage (4).
+_NO_HALF_PRECISION = 7
+
+
+def keep_ids_in_32_bits(param: Path, blobs: list[str]) -> None:
+    """Token ids lie in their Mat as int32 bits: a layer that stores its input in fp16 (ncnn casts the blob
+    on ARM with fp16 storage) would garble them. The layers that read them (the Embeds, and the Splits that
+    fan them out) get ncnn's feature mask for fp32 only."""
+    lines = param.read_text().splitlines()
+    carrying = set(blobs)
+    for k, line in enumerate(lines[2:], start=2):
+        fields = line.split()
+        if len(fields) < 4:
+            continue
+        kind, bottoms_n, tops_n = fields[0], int(fields[2]), int(fields[3])
+        bottoms, tops = fields[4:4 + bottoms_n], fields[4 + bottoms_n:4 + bottoms_n + tops_n]
+        if kind != "Input" and carrying & set(bottoms):
+            lines[k] = f"{line} 31={_NO_HALF_PRECISION}"
+            if kind == "Split":
+                carrying.update(tops)
+    param.write_text("\n".join(lines) + "\n")
+
+
 def _check_layers(param: Path) -> None:
     """pnnx writes an operator it has no ncnn layer for under its torch name (torch.unbind, F.xxx,
-    pnnx.xxx); ncnn then refuses the whole file. Say which, at conversion."""
+    pnnx.xxx) or its ONNX name (GatherElements); ncnn then refuses the whole file. Say which, at conversion."""
+    import ncnn
+
     kinds = {line.split()[0] for line in param.read_text().splitlines()[2:] if line.split()}
-    foreign = sorted(k for k in kinds if "." in k)
+    foreign = sorted(k for k in kinds if "." in k or ncnn.layer_to_index(k) < 0)
     if foreign:
         raise ConversionError(f"pnnx has no ncnn layer for {', '.join(foreign)}: ncnn cannot load the model. "
                               "Rewrite that part of the model (e.g. unbind as indexing), or choose another format.")
