@@ -3,7 +3,8 @@
 Builds (once, cached) a Debian bookworm arm64 root under build/arm64/root with debootstrap, runs it
 through qemu-user-static, installs edgesdk there from this checkout with the device-side extra only
 (`edgesdk[runtimes]`: no torch, no TensorFlow), and runs tools/arm_device.py in it on the bundles `make
-demo` converted here: the classifier (build/effnet), the detector (build/shapes) and the VAD (build/vad).
+demo` converted here: the classifier (build/effnet), the detector (build/shapes) and the VAD (build/vad), and
+all-MiniLM-L6-v2 on NCNN FP32/FP16 (build/minilm-arm-ncnn, made here: token ids as int32 blobs).
 Every artifact runs on every backend installed there; its outputs are compared with this machine's
 outputs of the same artifact on the same inputs (FP32: max abs error <= 1e-4, relative beyond +-1;
 other precisions: the parity rules of edgesdk.Tolerance), and with the source FP32 model's.
@@ -45,7 +46,8 @@ ROOT, EXCHANGE = WORK / "root", WORK / "exchange"
 VENV, SRC, MNT = "/opt/edgesdk", "/opt/edgesdk-src", "/mnt/exchange"
 MIRROR = "http://deb.debian.org/debian"
 BUNDLES = {"classifier": REPO / "build" / "effnet", "classifier-mobile": REPO / "build" / "effnet-arm-mobile",
-           "detector": REPO / "build" / "shapes", "vad": REPO / "build" / "vad"}
+           "detector": REPO / "build" / "shapes", "vad": REPO / "build" / "vad",
+           "text": REPO / "build" / "minilm-arm-ncnn"}
 #: The classifier in the device-side mobile formats `edgesdk[runtimes]` carries (MNN, NCNN), made here if
 #: missing. ExecuTorch is left out: its runtime links libtorch, so it is not part of `runtimes`.
 MOBILE = {"mnn": ["fp32", "int8"], "ncnn": ["fp32", "fp16"]}
@@ -247,10 +249,29 @@ def vad_feeds(bundle: Path, samples: int) -> list[dict[str, np.ndarray]]:
     return windows[::step][:samples]
 
 
+def text_feeds(bundle: Path, samples: int) -> list[dict[str, np.ndarray]]:
+    """Generated sentences never used at conversion (seed 7), padded or cut to the NCNN artifacts' length."""
+    import edgesdk
+    from edgesdk.models import zoo
+
+    length = int(edgesdk.load_bundle(bundle).inputs[0].shape[1])
+    return [_minilm_tokens()([s], length=length) for s in zoo.sample_sentences(samples, seed=7)]
+
+
+def _minilm_tokens() -> Any:
+    from edgesdk.models import zoo
+    from edgesdk.tasks.text import Tokenizer, tokenizer_file
+
+    return Tokenizer(tokenizer_file(zoo.minilm_folder()), {"inputs": {"input_ids": "ids",
+                                                                      "attention_mask": "attention_mask"}})
+
+
 FEEDS = {"classifier": classifier_feeds, "classifier-mobile": classifier_feeds, "detector": detector_feeds,
-         "vad": vad_feeds}
+         "vad": vad_feeds, "text": text_feeds}
 #: Inputs per model beyond the classifier's (its count is --samples): each is seconds under emulation.
-SAMPLES = {"detector": 16, "vad": 50}
+SAMPLES = {"detector": 16, "vad": 50, "text": 16}
+#: MiniLM's NCNN length: longer than most generated sentences, so that most inputs are padded.
+TEXT_LENGTH = 32
 
 
 def ensure_mobile_bundle(folder: Path) -> None:
@@ -267,10 +288,24 @@ def ensure_mobile_bundle(folder: Path) -> None:
                     calib=calib, validation=evaluation, out=folder)
 
 
+def ensure_text_bundle(folder: Path) -> None:
+    """all-MiniLM-L6-v2 on NCNN FP32 and FP16: token ids as int32 blobs, the mask rewritten as float, and
+    fp16 storage, which ARM has and x86 does not, kept off the layers that read the ids."""
+    if (folder / "edgesdk.json").exists():
+        return
+    import edgesdk
+    from edgesdk.models import zoo
+
+    model = zoo.minilm()
+    example = _minilm_tokens()(zoo.sample_sentences(1, seed=99), length=TEXT_LENGTH)  # padded: the mask matters
+    edgesdk.convert(model, example, targets=["ncnn"], precisions=["fp32", "fp16"], out=folder)
+
+
 def prepare_exchange(exchange: Path, samples: int) -> None:
     """Copy the bundles, write the inputs, and run every artifact on every backend here."""
     shutil.rmtree(exchange, ignore_errors=True)
     ensure_mobile_bundle(BUNDLES["classifier-mobile"])
+    ensure_text_bundle(BUNDLES["text"])
     for model, src in BUNDLES.items():
         if not (src / "edgesdk.json").exists():
             raise SystemExit(f"{src} is missing: run `make demo` first (make arm-check does).")

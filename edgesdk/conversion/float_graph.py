@@ -92,19 +92,17 @@ def check_equivalent(original: Path, rewritten: Path, feeds_list: list[dict[str,
     try:
         first = ort.InferenceSession(str(original), providers=["CPUExecutionProvider"])
         second = ort.InferenceSession(str(rewritten), providers=["CPUExecutionProvider"])
+        types = {i.name: i.type for i in second.get_inputs()}
+        worst = 0.0
+        for feeds in feeds_list:
+            cast = {k: v.astype(np.float32) if types.get(k) == "tensor(float)" else v for k, v in feeds.items()}
+            for w, g in zip(first.run(None, feeds), second.run(None, cast)):
+                w, g = np.asarray(w, np.float64), np.asarray(g, np.float64)
+                worst = max(worst, float(np.max(np.abs(w - g)) / max(float(np.max(np.abs(w))), 1e-6)))
     except Exception as exc:  # noqa: BLE001 - ORT's own exception types: the rewrite left a type it cannot handle
-        raise ConversionError(f"Rewriting the graph's integer arithmetic as float left an invalid graph "
-                              f"({first_line(exc)}): an integer op this rewrite does not know. Choose another "
+        raise ConversionError(f"Rewriting the graph's integer arithmetic as float left a graph ONNX Runtime cannot "
+                              f"run ({first_line(exc)}): an integer op this rewrite does not know. Choose another "
                               "format than ncnn.") from None
-    types = {i.name: i.type for i in second.get_inputs()}
-    worst = 0.0
-    for feeds in feeds_list:
-        want = first.run(None, feeds)
-        cast = {k: v.astype(np.float32) if types.get(k) == "tensor(float)" else v for k, v in feeds.items()}
-        got = second.run(None, cast)
-        for w, g in zip(want, got):
-            w, g = np.asarray(w, np.float64), np.asarray(g, np.float64)
-            worst = max(worst, float(np.max(np.abs(w - g)) / max(float(np.max(np.abs(w))), 1e-6)))
     if not np.isfinite(worst) or worst > tolerance:
         raise ConversionError(f"Rewriting the graph's integer mask arithmetic as float changed its outputs "
                               f"({worst:.2e} relative, tolerance {tolerance:.0e}): this model's integer ops are "
