@@ -215,3 +215,40 @@ def test_the_layers_that_read_token_ids_stay_out_of_fp16(tiny_ncnn):
     assert {f[0] for f in readers} >= {"Embed"}
     assert all("31=7" in f for f in readers)
     assert not any("31=7" in f for f in layers if f not in readers)
+
+
+def test_torch_exports_vmap_mask_gather_becomes_a_reshape(tmp_path):
+    """torch.export builds the padding mask by GatherND over every index of the mask in order; ncnn has no
+    GatherND. The rewrite makes it a Reshape, and the Cast/Where around it float."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    index = np.stack(np.meshgrid([0], np.arange(6), indexing="ij"), -1).reshape(1, 1, 1, 6, 2).astype(np.int64)
+    nodes = [helper.make_node("Cast", ["mask"], ["b"], to=TensorProto.BOOL),
+             helper.make_node("GatherND", ["b", "idx"], ["g"]),
+             helper.make_node("Where", ["g", "zero", "fill"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("mask", TensorProto.INT64, [1, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(index, "idx"), numpy_helper.from_array(np.float32(0), "zero"),
+                               numpy_helper.from_array(np.float32(-np.inf), "fill")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9),
+              str(tmp_path / "m.onnx"))
+    rewritten = float_graph.to_float_arithmetic(onnx.load(str(tmp_path / "m.onnx")))
+    assert {n.op_type for n in rewritten.graph.node} & {"GatherND", "Cast", "Where"} == set()
+    onnx.save(rewritten, str(tmp_path / "f.onnx"))
+    mask = np.array([[1, 1, 1, 1, 0, 0]], np.int64)
+    got = _run(str(tmp_path / "f.onnx"), {"mask": mask.astype(np.float32)})
+    np.testing.assert_array_equal(got, np.where(mask, 0.0, -float_graph.MASK_FILL).reshape(1, 1, 1, 6))
+
+
+def test_an_embedding_gather_with_its_axis_spelled_out_loses_the_attribute(tmp_path):
+    """pnnx makes an ncnn Embed only of a Gather without axis; torch.export writes axis=0."""
+    from onnx import helper
+
+    from edgesdk.conversion.pnnx_rewrites import rewrite_for_pnnx
+
+    table = np.random.default_rng(0).standard_normal((10, 4)).astype(np.float32)
+    node = helper.make_node("Gather", ["table", "ids"], ["y"], axis=0)
+    model = _one_node_model(tmp_path, node, [("x", [1])], "y", [("table", table)])
+    rewrite_for_pnnx(model)
+    assert list(model.graph.node[0].attribute) == []

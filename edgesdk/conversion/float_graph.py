@@ -14,7 +14,8 @@ the data, and on 0/1 masks and small integers it has exact float equivalents:
   that no inf meets a zero and fp16 holds them (softmax gives exp(-1e4) = 0 either way, as BERT's original
   -10000 did);
 - Where(IsNaN(p), _, p), the guard for fully masked rows: p (with finite fills no row is all -inf);
-- Gather by a constant arange (transformers' vmap mask): a Reshape;
+- Gather by a constant arange, GatherND by every index in order (transformers' vmap mask, from the
+  TorchScript and the torch.export exporters): a Reshape;
 - CumSum along the last axis (RoBERTa's position ids): a MatMul by an upper-triangular matrix of ones;
 - a lookup in a constant table by computed positions: a one-hot MatMul (a table of one value: that value).
 
@@ -199,6 +200,8 @@ class _Rewrite:
             return
         if op == "Gather" and self._identity_gather(node):
             return
+        if op == "GatherND" and self._identity_gather_nd(node):
+            return
         if not self._touches_floated(node):
             self.nodes.append(node)
             return
@@ -323,6 +326,24 @@ class _Rewrite:
             return False
         target = [*shape[:axis], *values.shape, *shape[axis + 1:]]
         self._emit("Reshape", [node.input[0], self._const(np.array(target, np.int64))], list(node.output))
+        return True
+
+    def _identity_gather_nd(self, node: Any) -> bool:
+        """GatherND(data, every index of data in order) (torch.export's vmap mask): the data, reshaped."""
+        from onnx import numpy_helper
+
+        index, shape = self.consts.get(node.input[1]), self._shape(node.input[0])
+        batch_dims = next((a.i for a in node.attribute if a.name == "batch_dims"), 0)
+        if index is None or shape is None or batch_dims:
+            return False
+        values = numpy_helper.to_array(index)
+        if values.shape[-1] != len(shape) or values.size // len(shape) != int(np.prod(shape)):
+            return False
+        flat = np.ravel_multi_index(values.reshape(-1, len(shape)).T, shape, mode="clip")
+        if not np.array_equal(flat, np.arange(flat.size)):
+            return False
+        target = np.array(values.shape[:-1], np.int64)
+        self._emit("Reshape", [node.input[0], self._const(target)], list(node.output))
         return True
 
     # helpers ---------------------------------------------------------------------------------------------

@@ -7,6 +7,9 @@
   layer. Rewritten as a one-hot MatMul that puts the columns in relative order, then Transformer-XL's
   relative shift (reshape the rows one shorter), then a slice: exact (each output is one product by 1).
 
+- Gather from a constant 2-D table with axis=0 written out (torch.export's embeddings): pnnx makes an
+  ncnn Embed only of a Gather without the attribute, and leaves this one a Gather ncnn has no layer for.
+
 Each works on a graph at fixed shapes (shape inference gives every size) and leaves any other node alone."""
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ class _Graph:
             replacement = self._means(node) if node.op_type in ("ReduceMean", "ReduceSum") else None
             if node.op_type == "GatherElements":
                 replacement = self._relative_gather(node)
+            if node.op_type == "Gather":
+                self._plain_embedding(node)
             rewritten.extend(replacement if replacement is not None else [node])
         del self.model.graph.node[:]
         self.model.graph.node.extend(rewritten)
@@ -56,6 +61,13 @@ class _Graph:
         scale = 1.0 / shape[-1] if node.op_type == "ReduceMean" else 1.0
         column = self._const(np.full((shape[-1], 1), scale, np.float32))
         return [helper.make_node("MatMul", [node.input[0], column], list(node.output), name=node.name)]
+
+    def _plain_embedding(self, node: Any) -> None:
+        """A lookup in a constant 2-D table with its axis spelled out (axis=0, as torch.export writes it):
+        the attribute dropped, since pnnx makes an Embed only of a Gather without it."""
+        table = self.consts.get(node.input[0])
+        if table is not None and len(table.dims) == 2 and [(a.name, a.i) for a in node.attribute] == [("axis", 0)]:
+            del node.attribute[:]
 
     def _relative_gather(self, node: Any) -> list[Any] | None:
         """out[.., q, k] = data[.., q, g(k - q)]: the columns put in relative order by a one-hot MatMul

@@ -170,12 +170,10 @@ class NCNNConverter(Converter):
         raise AssertionError("unreachable: the last route raises")
 
     def _routes(self, job: ConversionJob) -> list[tuple[str, Any]]:
-        """(exporter recorded, graph maker) in the order tried: the shared ONNX, then the TorchScript
-        exporter's; token-id models the TorchScript one first (torch.export's mask is a GatherND of vmap)."""
-        if job.source.kind != "torch":
-            return [("", self._shared_graph)]
-        shared, traced = ("", self._shared_graph), ("legacy", self._traced_graph)
-        return [traced, shared] if _integer_inputs(job.source.inputs) else [shared, traced]
+        """(exporter recorded, graph maker) in the order tried: the shared ONNX, then (a torch source) the
+        TorchScript exporter's graph of the same model."""
+        shared = ("", self._shared_graph)
+        return [shared, ("legacy", self._traced_graph)] if job.source.kind == "torch" else [shared]
 
     def _prepared(self, job: ConversionJob, graph: Path, work: Path) -> tuple[Path, list[TensorSpec]]:
         """The graph as pnnx gets it, with the input specs pnnx is told: integer mask arithmetic made float
