@@ -22,9 +22,9 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
-def rewrite_for_pnnx(model: Any) -> None:
-    """Apply every rewrite in place."""
-    _Graph(model).run()
+def rewrite_for_pnnx(model: Any) -> int:
+    """Apply every rewrite in place; how many nodes changed."""
+    return _Graph(model).run()
 
 
 class _Graph:
@@ -38,17 +38,19 @@ class _Graph:
                        for v in [*inferred.graph.input, *inferred.graph.value_info]}
         self.count = 0
 
-    def run(self) -> None:
-        rewritten = []
+    def run(self) -> int:
+        rewritten, changed = [], 0
         for node in self.model.graph.node:
             replacement = self._means(node) if node.op_type in ("ReduceMean", "ReduceSum") else None
             if node.op_type == "GatherElements":
                 replacement = self._relative_gather(node)
-            if node.op_type == "Gather":
-                self._plain_embedding(node)
+            if node.op_type == "Gather" and self._plain_embedding(node):
+                changed += 1
+            changed += int(replacement is not None)
             rewritten.extend(replacement if replacement is not None else [node])
         del self.model.graph.node[:]
         self.model.graph.node.extend(rewritten)
+        return changed
 
     def _means(self, node: Any) -> list[Any] | None:
         from onnx import helper
@@ -62,12 +64,14 @@ class _Graph:
         column = self._const(np.full((shape[-1], 1), scale, np.float32))
         return [helper.make_node("MatMul", [node.input[0], column], list(node.output), name=node.name)]
 
-    def _plain_embedding(self, node: Any) -> None:
+    def _plain_embedding(self, node: Any) -> bool:
         """A lookup in a constant 2-D table with its axis spelled out (axis=0, as torch.export writes it):
         the attribute dropped, since pnnx makes an Embed only of a Gather without it."""
         table = self.consts.get(node.input[0])
         if table is not None and len(table.dims) == 2 and [(a.name, a.i) for a in node.attribute] == [("axis", 0)]:
             del node.attribute[:]
+            return True
+        return False
 
     def _relative_gather(self, node: Any) -> list[Any] | None:
         """out[.., q, k] = data[.., q, g(k - q)]: the columns put in relative order by a one-hot MatMul

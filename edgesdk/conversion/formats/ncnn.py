@@ -188,7 +188,8 @@ class NCNNConverter(Converter):
         try:
             if integer:
                 model = float_graph.to_float_arithmetic(model)
-            rewrite_for_pnnx(model)
+            if not rewrite_for_pnnx(model) and not integer:
+                return graph, list(job.source.inputs)  # nothing to change: no second onnxslim pass
             save_slim(model, out)
         except (ValueError, KeyError, IndexError, TypeError) as exc:  # a graph shape the rewrites do not expect
             raise ConversionError(f"Preparing the graph for pnnx failed ({type(exc).__name__}: {first_line(exc)}); "
