@@ -143,14 +143,18 @@ def padded(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
-def _dtypes(model: Any) -> dict[str, int]:
+def _inferred(model: Any) -> tuple[dict[str, int], dict[str, list[int | None]]]:
+    """({tensor: ONNX element type}, {tensor: shape, None where unknown}) by ONNX's shape inference."""
     import onnx
 
     inferred = onnx.shape_inference.infer_shapes(model)
     values = [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]
     types = {v.name: v.type.tensor_type.elem_type for v in values}
     types.update({i.name: i.data_type for i in model.graph.initializer})
-    return types
+    shapes = {v.name: [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
+              for v in values}
+    shapes.update({i.name: list(i.dims) for i in model.graph.initializer})
+    return types, shapes
 
 
 def _integer_data(model: Any, dtypes: dict[str, int], keep: set[str]) -> set[str]:
@@ -169,14 +173,21 @@ def _integer_data(model: Any, dtypes: dict[str, int], keep: set[str]) -> set[str
 
 @dataclass
 class _Rewrite:
+    """One pass over the graph in order; `nodes` collects the rewritten graph."""
+
     model: Any
     ids: set[str]
     nodes: list[Any] = field(default_factory=list)
     count: int = 0
+    dtypes: dict[str, int] = field(default_factory=dict)
+    shapes: dict[str, list[int | None]] = field(default_factory=dict)
+    floated: set[str] = field(default_factory=set)
+    consts: dict[str, Any] = field(default_factory=dict)
+    producers: dict[str, Any] = field(default_factory=dict)
 
     def run(self) -> None:
         graph = self.model.graph
-        self.dtypes = _dtypes(self.model)
+        self.dtypes, self.shapes = _inferred(self.model)
         self.floated = _integer_data(self.model, self.dtypes, self.ids)
         self.consts = {i.name: i for i in graph.initializer}
         self.producers = {o: n for n in graph.node for o in n.output}
@@ -348,15 +359,7 @@ class _Rewrite:
 
     # helpers ---------------------------------------------------------------------------------------------
     def _shape(self, name: str) -> list[int] | None:
-        import onnx
-
-        if not hasattr(self, "_shapes"):
-            inferred = onnx.shape_inference.infer_shapes(self.model)
-            self._shapes = {v.name: [d.dim_value if d.HasField("dim_value") else None
-                                     for d in v.type.tensor_type.shape.dim]
-                            for v in [*inferred.graph.input, *inferred.graph.value_info]}
-            self._shapes.update({i.name: list(i.dims) for i in self.model.graph.initializer})
-        shape = self._shapes.get(name)
+        shape = self.shapes.get(name)
         return shape if shape is not None and None not in shape else None
 
     def _data(self, names: list[str]) -> list[str]:
